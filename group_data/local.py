@@ -1,0 +1,22 @@
+"""The local target (`@local`): CPU profile, demo model, paths any Linux machine with Docker has."""
+
+import os
+
+profile = "cpu"
+cpu_base_image = os.environ.get("LORAFLEET_CPU_BASE_IMAGE", "python:3.11-slim")  # a local base where no registry is reachable
+base_model_source = "demo"  # a tiny FunctionGemma-format model built on the host: no token, no download
+base_model = "lorafleet/functiongemma-demo"
+base_model_gated = False
+served_model_name = "functiongemma-demo"
+adapters = [{"name": "weather", "demo": True}, {"name": "sql", "demo": True}, {"name": "email", "demo": True}]
+max_loras = 4
+max_lora_rank = 16
+max_num_seqs = 32
+max_model_len = 1024
+models_root = "/var/tmp/lorafleet/models"
+adapters_root = "/var/tmp/lorafleet/adapters"
+cache_root = "/var/tmp/lorafleet/cache"
+stack_dir = "/var/tmp/lorafleet/stack"
+create_storage_roots = True
+network_mode = "publish"  # no gateway here: publish on loopback only
+compose_project = "lorafleet-local"

@@ -1,0 +1,39 @@
+"""Targets: the GPU box over Tailscale SSH when configured, else this machine (`@local`).
+
+The GPU box comes from the environment or the git-ignored `.secrets.env`:
+  LORAFLEET_GPU_HOST   its Tailscale name (MagicDNS), e.g. gpu-box; `@fake/...` plans without a host
+  LORAFLEET_SSH_USER   SSH user in the gateway (default root)
+  LORAFLEET_SSH_KEY    private key file paramiko offers (Tailscale SSH accepts any, but one must be offered)
+  LORAFLEET_SSH_PORT, LORAFLEET_KNOWN_HOSTS   optional
+"""
+
+import os
+from pathlib import Path
+
+from lorafleet.dryrun import FAKE_GPU_HOST_DATA
+from lorafleet.secrets import read_env_file
+
+_config = {**read_env_file(Path(__file__).with_name(".secrets.env")), **os.environ}
+_gpu_host = _config.get("LORAFLEET_GPU_HOST", "")
+
+
+def _gpu_data() -> dict:
+    if _gpu_host.startswith("@fake"):
+        return dict(FAKE_GPU_HOST_DATA)
+    data = {
+        "ssh_user": _config.get("LORAFLEET_SSH_USER", "root"),
+        "ssh_key": _config.get("LORAFLEET_SSH_KEY", str(Path.home() / ".ssh" / "id_ed25519")),
+        "endpoint_host": _gpu_host,
+    }
+    if _config.get("LORAFLEET_SSH_PORT"):
+        data["ssh_port"] = int(_config["LORAFLEET_SSH_PORT"])
+    if _config.get("LORAFLEET_KNOWN_HOSTS"):
+        data["ssh_known_hosts_file"] = _config["LORAFLEET_KNOWN_HOSTS"]
+    return data
+
+
+if _gpu_host:
+    _name = _gpu_host if _gpu_host.startswith("@") else f"@ssh/{_gpu_host}"
+    gpu = [(_name, _gpu_data())]
+else:
+    local = ["@local"]

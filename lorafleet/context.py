@@ -1,0 +1,18 @@
+"""Turns pyinfra's host data into validated settings; the deploy's first step."""
+
+from __future__ import annotations
+
+from pyinfra.api.exceptions import DeployError
+
+from lorafleet.plan import PROJECT_ROOT
+from lorafleet.secrets import resolve_secrets
+from lorafleet.settings import Settings, SettingsError, build_settings
+
+
+def host_settings(host) -> Settings:
+    """Validate every setting of `host` (and the secrets) or stop before anything is planned."""
+    data = host.data.dict()
+    try:
+        return build_settings(data, resolve_secrets(PROJECT_ROOT, generate_api_key=bool(data.get("generate_api_key", True))))
+    except SettingsError as exc:
+        raise DeployError(f"{host.name}: {exc}") from None

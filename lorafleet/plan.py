@@ -1,0 +1,307 @@
+"""Plan: pure functions from settings to what lands on the host.
+
+No pyinfra here: the compose file, the secrets env file, the vLLM arguments and
+the adapter manifest are computed from `Settings` alone, so unit tests call them
+directly and the deploy only moves their output onto the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from lorafleet.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FILES = PROJECT_ROOT / "files"
+TEMPLATES = PROJECT_ROOT / "templates"
+# Files copied into {stack_dir}/serve and mounted read-only at /lorafleet in the container.
+SERVE_FILES = {
+    "entrypoint.py": FILES / "serve" / "entrypoint.py",
+    "sync_adapters.py": FILES / "serve" / "sync_adapters.py",
+    "adapter_check.py": PROJECT_ROOT / "lorafleet" / "adapter_check.py",
+}
+CPU_DOCKERFILE = FILES / "vllm-cpu" / "Dockerfile"
+DEMO_BUILDER = FILES / "demo_model" / "build_demo_model.py"
+CONTAINER_SERVE_DIR = "/lorafleet"
+
+
+def sha256_hex(*parts: bytes | str, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each file lands on the host."""
+
+    stack_dir: str
+
+    @property
+    def compose_file(self) -> str:
+        return f"{self.stack_dir}/compose.yaml"
+
+    @property
+    def serve_dir(self) -> str:
+        return f"{self.stack_dir}/serve"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.serve_dir}/adapters.json"
+
+    @property
+    def secrets_dir(self) -> str:
+        return f"{self.stack_dir}/secrets"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.secrets_dir}/serving.env"
+
+    @property
+    def cpu_build_dir(self) -> str:
+        return f"{self.stack_dir}/vllm-cpu"
+
+    @property
+    def demo_builder(self) -> str:
+        return f"{self.stack_dir}/demo/build_demo_model.py"
+
+    @property
+    def state_file(self) -> str:
+        """The last compose file that became healthy: what a rollback brings back."""
+        return f"{self.stack_dir}/compose.last-good.yaml"
+
+
+def paths(s: Settings) -> Paths:
+    return Paths(s.stack_dir)
+
+
+def container_name(s: Settings) -> str:
+    return f"{s.compose_project}-vllm"
+
+
+def serving_image(s: Settings) -> str:
+    """The image vLLM runs: the pinned CUDA image, or the CPU build tagged by its inputs' hash."""
+    if s.profile == "cuda":
+        return s.cuda_image
+    tag = sha256_hex(CPU_DOCKERFILE.read_bytes(), s.cpu_base_image, s.cpu_vllm_version)
+    return f"lorafleet/vllm-cpu:{s.cpu_vllm_version}-{tag}"
+
+
+def cpu_build_command(s: Settings) -> str:
+    """Build the CPU serving image with the classic builder (no buildx needed)."""
+    return (
+        f"DOCKER_BUILDKIT=0 docker build --quiet --build-arg BASE_IMAGE={s.cpu_base_image} "
+        f"--build-arg VLLM_CPU_VERSION={s.cpu_vllm_version} "
+        f"-t {serving_image(s)} {paths(s).cpu_build_dir}"
+    )
+
+
+def vllm_args(s: Settings) -> list[str]:
+    """The `vllm serve` arguments; adapters are added at start-up from the manifest."""
+    args = [
+        s.base_model_dir,
+        "--served-model-name", s.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(s.port),
+        "--enable-lora",
+        "--max-loras", str(s.max_loras),
+        "--max-lora-rank", str(s.max_lora_rank),
+        "--max-cpu-loras", str(s.max_cpu_loras),
+        "--max-num-seqs", str(s.max_num_seqs),
+        "--max-model-len", str(s.max_model_len),
+    ]
+    # On by default in vLLM's V1 engine; explicit so a future default change cannot silently drop them.
+    if s.enable_prefix_caching:
+        args.append("--enable-prefix-caching")
+    if s.enable_chunked_prefill:
+        args.append("--enable-chunked-prefill")
+    if s.enable_tool_calling:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    if s.profile == "cuda":
+        args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+    return args + list(s.extra_vllm_args)
+
+
+def vllm_environment(s: Settings) -> dict[str, str]:
+    """Non-secret environment of the vLLM container."""
+    env = {
+        "HF_HOME": f"{s.cache_root}/huggingface",
+        "VLLM_CACHE_ROOT": f"{s.cache_root}/vllm",
+        # Models are fetched by the deploy, never by the server at start-up.
+        "HF_HUB_OFFLINE": "1",
+        # Lets the deploy add and remove adapters on the running server (zero downtime).
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "LORAFLEET_MANIFEST": f"{CONTAINER_SERVE_DIR}/adapters.json",
+        "LORAFLEET_PORT": str(s.port),
+    }
+    if s.profile == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kvcache_space_gib)
+    env.update(dict(s.vllm_env))
+    return env
+
+
+def volumes(s: Settings) -> list[str]:
+    """Storage roots at the same path inside as on the host (path parity), the serve files read-only."""
+    return [
+        f"{s.models_root}:{s.models_root}:ro",
+        f"{s.adapters_root}:{s.adapters_root}:ro",
+        f"{s.cache_root}:{s.cache_root}",
+        f"{paths(s).serve_dir}:{CONTAINER_SERVE_DIR}:ro",
+    ]
+
+
+def serve_files_hash() -> str:
+    return sha256_hex(*(p.read_bytes() for _, p in sorted(SERVE_FILES.items())))
+
+
+def render_compose(s: Settings) -> str:
+    """The serving compose project. Changes only with the engine (image, base model, flags)."""
+    args = vllm_args(s)
+    environment = vllm_environment(s)
+    image = serving_image(s)
+    # The label makes compose recreate the container when the entrypoint code changes too.
+    engine_hash = sha256_hex(image, json.dumps(args), json.dumps(environment), serve_files_hash())
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, autoescape=False
+    ).get_template("serving-compose.yaml.j2")
+    return template.render(
+        s=s,
+        image=image,
+        container=container_name(s),
+        args=args,
+        environment=environment,
+        env_file=paths(s).env_file,
+        volumes=volumes(s),
+        engine_hash=engine_hash,
+    ) + "\n"
+
+
+def render_env_file(s: Settings) -> str:
+    """The secrets env file (0600 on the host): the only place secrets land."""
+    lines = ["# Written by lorafleet. Secrets live only here on the host."]
+    if s.secrets.hf_token:
+        lines.append(f"HF_TOKEN={s.secrets.hf_token}")
+    if s.secrets.api_key:
+        # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
+        lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
+    return "\n".join(lines) + "\n"
+
+
+def manifest(s: Settings, versions: dict[str, str]) -> dict:
+    """The adapter manifest vLLM's entrypoint loads at start-up and the sync applies at runtime."""
+    return {
+        "base_model": s.served_model_name,
+        "adapters": [
+            {"name": a.name, "path": s.adapter_dir(a.name), "version": versions.get(a.name, "")}
+            for a in s.adapters
+        ],
+    }
+
+
+def render_manifest(s: Settings, versions: dict[str, str]) -> str:
+    return json.dumps(manifest(s, versions), indent=2, sort_keys=True) + "\n"
+
+
+def compose_command(s: Settings, *args: str) -> str:
+    p = paths(s)
+    return f"docker compose --project-directory {p.stack_dir} -f {p.compose_file} -p {s.compose_project} " + " ".join(args)
+
+
+def up_command(s: Settings, force_recreate: bool = False) -> str:
+    """Start or update the serving project and wait until vLLM answers /health."""
+    flags = ["up", "-d", "--wait", "--wait-timeout", str(s.health_timeout_seconds), "--remove-orphans"]
+    if force_recreate:
+        flags.append("--force-recreate")
+    return compose_command(s, *flags)
+
+
+def hub_download_command(s: Settings, repo: str, revision: str, dest: str, check_adapter: str = "") -> str:
+    """Download a hub repo at a revision on the host, in a throwaway container of the serving image.
+
+    It lands in a staging folder that is checked (adapters) and only then renamed
+    into place, so an interrupted download or a bad adapter never looks served;
+    the marker file records what is there.
+    """
+    p = paths(s)
+    staging = f"{dest}.partial"
+    parent = dest.rsplit("/", 1)[0]
+    script = (
+        "import os,sys; from huggingface_hub import snapshot_download; "
+        "snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], token=os.environ.get('HF_TOKEN') or None)"
+    )
+    run = (
+        f"docker run --rm --env-file {p.env_file} -e HF_HUB_OFFLINE=0 -e HF_HOME={s.cache_root}/huggingface "
+        f"-v {parent}:{parent} -v {s.cache_root}:{s.cache_root} -v {p.serve_dir}:{CONTAINER_SERVE_DIR}:ro "
+        f"--entrypoint python3 {serving_image(s)}"
+    )
+    steps = [f"rm -rf {staging}", f"{run} -c {json.dumps(script)} {repo} {revision} {staging}"]
+    if check_adapter:
+        base = f" --base-model {s.adapter_base_name}" if s.check_adapter_base else ""
+        steps.append(
+            f"{run} {CONTAINER_SERVE_DIR}/adapter_check.py {staging} --name {check_adapter} "
+            f"--max-lora-rank {s.max_lora_rank}{base}"
+        )
+    steps += [f"echo {repo}@{revision} > {staging}/.lorafleet-source", f"rm -rf {dest}", f"mv {staging} {dest}"]
+    return " && ".join(steps)
+
+
+def demo_adapter_command(s: Settings, name: str, marker: str) -> str:
+    """Copy one demo adapter from the demo build into adapters_root, marked with the build's hash."""
+    dest = s.adapter_dir(name)
+    return " && ".join([
+        f"rm -rf {dest}.partial",
+        f"cp -a {s.demo_dir}/adapters/{name} {dest}.partial",
+        f"echo {marker} > {dest}.partial/.lorafleet-source",
+        f"rm -rf {dest}",
+        f"mv {dest}.partial {dest}",
+    ])
+
+
+def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> str:
+    """`compose up --wait`; if vLLM is not healthy in time, bring back the last good compose file.
+
+    The failed file is kept as compose.failed.yaml for inspection, and the
+    command still fails so the deploy reports what went wrong.
+    """
+    p = paths(s)
+    up = up_command(s, force_recreate)
+    return (
+        f"if {up}; then cp {p.compose_file} {p.state_file}; else "
+        f"echo 'lorafleet: vLLM did not become healthy within {s.health_timeout_seconds}s; last log lines:' >&2; "
+        f"docker logs --tail 40 {container_name(s)} >&2; "
+        f"if [ -f {p.state_file} ]; then echo 'lorafleet: rolling back to the last good compose project' >&2; "
+        f"cp {p.compose_file} {p.stack_dir}/compose.failed.yaml; cp {p.state_file} {p.compose_file}; "
+        f"{up_command(s, True)} >&2 && echo 'lorafleet: rolled back; the last good state is serving' >&2; fi; exit 1; fi"
+    )
+
+
+def demo_inputs_hash(s: Settings) -> str:
+    names = ",".join(a.name for a in s.adapters if a.kind == "demo")
+    return sha256_hex(DEMO_BUILDER.read_bytes(), names, serving_image(s))
+
+
+def demo_build_command(s: Settings) -> str:
+    """Build the demo model and its adapters on the host, in a throwaway container of the serving image."""
+    p = paths(s)
+    names = ",".join(a.name for a in s.adapters if a.kind == "demo")
+    builder_dir = p.demo_builder.rsplit("/", 1)[0]
+    return (
+        f"docker run --rm --network none -v {s.models_root}:{s.models_root} -v {builder_dir}:/demo:ro "
+        f"--entrypoint python3 {serving_image(s)} /demo/build_demo_model.py --out {s.demo_dir} "
+        f"--adapters {names} --base-name {s.adapter_base_name}"
+        f" && echo {demo_inputs_hash(s)} > {s.demo_dir}/.lorafleet-inputs"
+    )
+
+
+def endpoint_url(s: Settings, host_name: str) -> str:
+    address = s.publish_address if s.network_mode == "publish" else host_name
+    if address in ("0.0.0.0", ""):
+        address = "127.0.0.1"
+    return f"http://{address}:{s.port}/v1"

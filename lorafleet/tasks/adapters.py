@@ -1,0 +1,46 @@
+"""Adapters: each one in place under adapters_root and validated before the server sees it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pyinfra.operations import files, server
+
+from lorafleet import plan
+from lorafleet.settings import Settings
+from lorafleet.tasks.models import marker_is
+
+
+def folder_version(folder: str) -> str:
+    """A content hash of a laptop adapter folder: the manifest changes only when the weights do."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure(s: Settings) -> dict[str, str]:
+    """Put every declared adapter in place; returns each adapter's version for the manifest."""
+    versions = {}
+    for adapter in s.adapters:
+        dest = s.adapter_dir(adapter.name)
+        if adapter.kind == "path":
+            # Validated on the laptop by the settings; delete=False: never remove files the user put there.
+            files.sync(name=f"Upload adapter {adapter.name}", src=adapter.source, dest=dest, delete=False)
+            versions[adapter.name] = folder_version(adapter.source)
+        elif adapter.kind == "hub":
+            wanted = f"{adapter.source}@{adapter.revision}"
+            if not marker_is(f"{dest}/.lorafleet-source", wanted):
+                server.shell(
+                    name=f"Download and check adapter {adapter.name} ({wanted})",
+                    commands=[plan.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name)],
+                )
+            versions[adapter.name] = wanted
+        else:
+            wanted = f"demo:{plan.demo_inputs_hash(s)}"
+            if not marker_is(f"{dest}/.lorafleet-source", wanted):
+                server.shell(name=f"Install demo adapter {adapter.name}", commands=[plan.demo_adapter_command(s, adapter.name, wanted)])
+            versions[adapter.name] = wanted
+    return versions
