@@ -305,3 +305,23 @@ def endpoint_url(s: Settings, host_name: str) -> str:
     if address in ("0.0.0.0", ""):
         address = "127.0.0.1"
     return f"http://{address}:{s.port}/v1"
+
+
+GATEWAY_FILES = {"compose.yaml": FILES / "gateway" / "compose.yaml", "Dockerfile": FILES / "gateway" / "Dockerfile"}
+
+
+def gateway_dir(s: Settings) -> str:
+    return f"{s.stack_dir}/gateway"
+
+
+def render_gateway_env(s: Settings, ts_hostname: str) -> str:
+    """Non-secret values the gateway compose file interpolates (its .env)."""
+    values = {
+        "GATEWAY_CONTAINER": s.gateway_container,
+        "TS_HOSTNAME": ts_hostname,
+        "STACK_DIR": s.stack_dir,
+        "MODELS_ROOT": s.models_root,
+        "ADAPTERS_ROOT": s.adapters_root,
+        "CACHE_ROOT": s.cache_root,
+    }
+    return "".join(f"{k}={v}\n" for k, v in values.items())

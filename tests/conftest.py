@@ -1,0 +1,29 @@
+"""Shared helpers: the project's group data loaded exactly as pyinfra layers it."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def group_data(*groups: str) -> dict:
+    """all.py, then each group's file on top, as pyinfra does for a host in those groups."""
+    data: dict = {}
+    for group in ("all", *groups):
+        values = runpy.run_path(str(ROOT / "group_data" / f"{group}.py"))
+        data.update({k: v for k, v in values.items() if not k.startswith("_") and k.islower() and not callable(v) and k != "os"})
+    return data
+
+
+@pytest.fixture
+def gpu_data() -> dict:
+    return group_data("gpu")
+
+
+@pytest.fixture
+def local_data() -> dict:
+    return group_data("local")

@@ -1,0 +1,149 @@
+"""Rendering: the compose projects parse, carry the right flags, env, volumes and GPU reservation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from lorafleet import plan
+from lorafleet.settings import Secrets, build_settings
+
+SECRETS = Secrets(hf_token="hf_render_test_token", api_key="render-test-api-key")
+
+
+@pytest.fixture
+def gpu(gpu_data):
+    return build_settings(gpu_data, SECRETS)
+
+
+@pytest.fixture
+def local(local_data):
+    return build_settings(local_data, SECRETS)
+
+
+def service(s):
+    return yaml.safe_load(plan.render_compose(s))["services"]["vllm"]
+
+
+def test_cuda_compose_has_the_engine_flags(gpu):
+    vllm = service(gpu)
+    args = vllm["command"]
+    assert vllm["image"] == "vllm/vllm-openai:v0.32.0"
+    assert args[0] == gpu.base_model_dir
+    for flag, value in [("--max-loras", "20"), ("--max-lora-rank", "32"), ("--max-num-seqs", "256"),
+                        ("--port", "8000"), ("--tool-call-parser", "functiongemma"), ("--gpu-memory-utilization", "0.85")]:
+        assert args[args.index(flag) + 1] == value
+    for flag in ("--enable-lora", "--enable-prefix-caching", "--enable-chunked-prefill", "--enable-auto-tool-choice"):
+        assert flag in args
+    assert "--lora-modules" not in args, "adapters come from the manifest, so an adapter change never changes compose"
+    assert vllm["entrypoint"] == ["python3", "/lorafleet/entrypoint.py"]
+
+
+def test_cuda_compose_reserves_the_gpu_and_joins_the_gateway(gpu):
+    vllm = service(gpu)
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert vllm["network_mode"] == "container:lorafleet-gateway"
+    assert "ports" not in vllm, "nothing is published on the Windows host's LAN"
+    assert vllm["ipc"] == "host"
+
+
+def test_cpu_compose_has_no_gpu_reservation_and_publishes_on_loopback(local):
+    vllm = service(local)
+    assert "deploy" not in vllm
+    assert vllm["ports"] == ["127.0.0.1:8000:8000"]
+    assert vllm["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert vllm["image"].startswith("lorafleet/vllm-cpu:0.32.0-")
+    assert "--gpu-memory-utilization" not in vllm["command"]
+
+
+def test_environment_and_volumes_keep_path_parity(gpu):
+    vllm = service(gpu)
+    env = vllm["environment"]
+    assert env["HF_HOME"].startswith(gpu.cache_root) and env["VLLM_CACHE_ROOT"].startswith(gpu.cache_root)
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    for root in (gpu.models_root, gpu.adapters_root, gpu.cache_root):
+        assert any(v.startswith(f"{root}:{root}") for v in vllm["volumes"])
+    assert vllm["env_file"] == [f"{gpu.stack_dir}/secrets/serving.env"]
+
+
+def test_secrets_reach_only_the_env_file(gpu):
+    compose = plan.render_compose(gpu)
+    assert "hf_render_test_token" not in compose and "render-test-api-key" not in compose
+    env = plan.render_env_file(gpu)
+    assert "HF_TOKEN=hf_render_test_token" in env and "VLLM_API_KEY=render-test-api-key" in env
+
+
+def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path):
+    from tests.unit.test_settings import make_adapter
+
+    before = build_settings(gpu_data, SECRETS)
+    after = build_settings({**gpu_data, "adapters": [{"name": "sql", "path": make_adapter(tmp_path)}]}, SECRETS)
+    assert plan.render_compose(before) == plan.render_compose(after)
+    assert plan.render_manifest(before, {}) != plan.render_manifest(after, {"sql": "v1"})
+    assert plan.manifest(after, {"sql": "v1"})["adapters"] == [
+        {"name": "sql", "path": f"{after.adapters_root}/sql", "version": "v1"}
+    ]
+
+
+def test_engine_changes_change_the_compose(gpu_data):
+    a = plan.render_compose(build_settings(gpu_data, SECRETS))
+    b = plan.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
+    assert a != b
+
+
+def test_cpu_image_tag_follows_its_inputs(local_data):
+    a = plan.serving_image(build_settings(local_data, SECRETS))
+    b = plan.serving_image(build_settings({**local_data, "cpu_base_image": "other:1"}, SECRETS))
+    assert a != b
+
+
+def test_gateway_compose_is_the_users_plan(gpu):
+    gateway = yaml.safe_load(plan.GATEWAY_FILES["compose.yaml"].read_text())["services"]["gateway"]
+    assert gateway["environment"]["TS_EXTRA_ARGS"].startswith("--ssh")
+    assert "TS_SSH" not in gateway["environment"]
+    assert gateway["devices"] == ["/dev/net/tun:/dev/net/tun"] and gateway["cap_add"] == ["NET_ADMIN"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in gateway["volumes"]
+    assert "tailscale-state:/var/lib/tailscale" in gateway["volumes"]
+    dockerfile = plan.GATEWAY_FILES["Dockerfile"].read_text()
+    assert "tailscale/tailscale:v" in dockerfile and ":latest" not in dockerfile
+    for package in ("git", "docker-cli", "docker-cli-compose", "bash"):
+        assert package in dockerfile
+
+
+docker_compose = pytest.mark.skipif(
+    shutil.which("docker") is None
+    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    reason="docker compose v2 is not installed: run .ci/setup.sh to check rendered projects with `docker compose config`",
+)
+
+
+@docker_compose
+@pytest.mark.parametrize("group", ["gpu", "local"])
+def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tmp_path):
+    s = gpu if group == "gpu" else local
+    (tmp_path / "compose.yaml").write_text(plan.render_compose(s))
+    env_file = tmp_path / "serving.env"
+    env_file.write_text(plan.render_env_file(s))
+    text = (tmp_path / "compose.yaml").read_text().replace(plan.paths(s).env_file, str(env_file))
+    (tmp_path / "compose.yaml").write_text(text)
+    result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@docker_compose
+def test_docker_compose_config_accepts_the_gateway_project(gpu, tmp_path):
+    for name, source in plan.GATEWAY_FILES.items():
+        shutil.copy(source, tmp_path / name)
+    stack = tmp_path / "stack"
+    (stack / "secrets").mkdir(parents=True)
+    (stack / "secrets" / "gateway.env").write_text("TS_AUTHKEY=tskey-test\n")
+    (tmp_path / ".env").write_text(plan.render_gateway_env(gpu, "gpu-box").replace(gpu.stack_dir, str(stack)))
+    result = subprocess.run(["docker", "compose", "--project-directory", str(tmp_path), "config", "--quiet"],
+                            capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,116 @@
+"""Settings: the defaults validate, and every bad input is refused with a message naming it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorafleet.settings import Secrets, SettingsError, build_settings
+
+TOKEN = Secrets(hf_token="hf_token_for_tests", api_key="key-for-tests")
+
+
+def make_adapter(tmp_path, name="sql", rank=8, targets=("q_proj", "v_proj"), base="google/functiongemma-270m-it", weights=True):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "target_modules": list(targets), "base_model_name_or_path": base})
+    )
+    if weights:
+        header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        (folder / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    return str(folder)
+
+
+def test_gpu_defaults_follow_the_plan(gpu_data):
+    s = build_settings(gpu_data, TOKEN)
+    assert s.profile == "cuda" and s.base_model == "google/functiongemma-270m-it"
+    assert (s.max_loras, s.max_lora_rank, s.max_num_seqs, s.port) == (20, 32, 256, 8000)
+    assert s.cuda_image == "vllm/vllm-openai:v0.32.0" and s.cpu_vllm_version == "0.32.0"
+    assert s.models_root == "/mnt/d/AI_Models/base" and s.adapters_root == "/mnt/e/AI_Models/adapters"
+    assert s.cache_root.startswith("/mnt/d/AI_Models/")
+
+
+def test_local_defaults_validate(local_data):
+    s = build_settings(local_data, Secrets())
+    assert s.profile == "cpu" and s.base_model_source == "demo" and len(s.adapters) >= 2
+    assert s.max_cpu_loras >= len(s.adapters)
+
+
+def test_max_cpu_loras_defaults_to_the_adapter_count(gpu_data, tmp_path):
+    gpu_data["adapters"] = [{"name": f"a{i}", "path": make_adapter(tmp_path, f"a{i}")} for i in range(25)]
+    assert build_settings(gpu_data, TOKEN).max_cpu_loras == 25
+
+
+BAD_INPUTS = [
+    ("rank not allowed", {"max_lora_rank": 24}, "max_lora_rank=24"),
+    ("cpu cache below max_loras", {"max_cpu_loras": 4}, "max_cpu_loras=4 is below max_loras=20"),
+    ("relative storage path", {"models_root": "AI_Models/base"}, "models_root='AI_Models/base' is not an absolute path"),
+    ("port out of range", {"port": 70000}, "port=70000 is out of range"),
+    ("port zero", {"port": 0}, "port=0 is out of range"),
+    ("gpu fraction zero", {"gpu_memory_utilization": 0}, "gpu_memory_utilization=0"),
+    ("gpu fraction above one", {"gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5"),
+    ("unknown profile", {"profile": "rocm"}, "profile='rocm' is not allowed"),
+    ("image not pinned", {"cuda_image": "vllm/vllm-openai:latest"}, "cuda_image='vllm/vllm-openai:latest' must name a pinned tag"),
+    ("duplicate adapter names", {"adapters": [{"name": "sql", "hub": "a/b"}, {"name": "sql", "hub": "a/c"}]}, "two adapters are named 'sql'"),
+    ("unsafe adapter name", {"adapters": [{"name": "../etc", "hub": "a/b"}]}, "name is not a safe identifier"),
+    ("adapter named like the base", {"adapters": [{"name": "functiongemma-270m-it", "hub": "a/b"}]}, "equals served_model_name"),
+    ("missing adapter source", {"adapters": [{"name": "sql", "path": "/nonexistent/sql-lora"}]}, "does not exist on this laptop"),
+    ("adapter with two sources", {"adapters": [{"name": "sql", "path": "/x", "hub": "a/b"}]}, "give exactly one source"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_is_refused_with_its_setting_named(gpu_data, overrides, expected):
+    with pytest.raises(SettingsError) as caught:
+        build_settings({**gpu_data, **overrides}, TOKEN)
+    assert expected in str(caught.value)
+    assert "nothing was changed on the host" in str(caught.value)
+
+
+def test_gated_model_without_hf_token_is_refused(gpu_data):
+    with pytest.raises(SettingsError, match="gated on the Hugging Face hub and HF_TOKEN is not set"):
+        build_settings(gpu_data, Secrets(api_key="k"))
+
+
+BAD_ADAPTERS = [
+    ("rank above max", {"rank": 64}, "rank r=64 is above max_lora_rank=32"),
+    ("lm_head targeted", {"targets": ("q_proj", "lm_head")}, "targets lm_head"),
+    ("embed_tokens targeted", {"targets": ("embed_tokens",)}, "targets embed_tokens"),
+    ("wrong base", {"base": "meta-llama/Llama-3.2-1B"}, "trained on base_model_name_or_path='meta-llama/Llama-3.2-1B'"),
+    ("no weights", {"weights": False}, "no weights"),
+]
+
+
+@pytest.mark.parametrize("kwargs,expected", [row[1:] for row in BAD_ADAPTERS], ids=[row[0] for row in BAD_ADAPTERS])
+def test_bad_adapter_folder_is_refused(gpu_data, tmp_path, kwargs, expected):
+    gpu_data["adapters"] = [{"name": "sql", "path": make_adapter(tmp_path, **kwargs)}]
+    with pytest.raises(SettingsError) as caught:
+        build_settings(gpu_data, TOKEN)
+    assert expected in str(caught.value) and "name='sql'" in str(caught.value)
+
+
+def test_corrupt_weights_are_refused(gpu_data, tmp_path):
+    folder = make_adapter(tmp_path)
+    with open(f"{folder}/adapter_model.safetensors", "r+b") as f:
+        f.truncate(20)
+    gpu_data["adapters"] = [{"name": "sql", "path": folder}]
+    with pytest.raises(SettingsError, match="adapter_model.safetensors is corrupt"):
+        build_settings(gpu_data, TOKEN)
+
+
+def test_wrong_base_is_allowed_when_the_user_opts_out(gpu_data, tmp_path):
+    gpu_data["adapters"] = [{"name": "sql", "path": make_adapter(tmp_path, base="other/model")}]
+    gpu_data["check_adapter_base"] = False
+    assert build_settings(gpu_data, TOKEN).adapters[0].name == "sql"
+
+
+def test_every_problem_is_reported_at_once(gpu_data):
+    with pytest.raises(SettingsError) as caught:
+        build_settings({**gpu_data, "port": -1, "max_lora_rank": 3}, TOKEN)
+    assert len(caught.value.problems) == 2
+
+
+def test_secrets_never_show_in_repr(gpu_data):
+    assert "hf_token_for_tests" not in repr(build_settings(gpu_data, TOKEN))
