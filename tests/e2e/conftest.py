@@ -1,0 +1,57 @@
+"""Fixtures of the end-to-end scenario: real SSH, Docker engine, compose and vLLM on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.scenario import API_KEY, Scenario, docker_engine_problem
+
+PROBLEM = docker_engine_problem()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            if PROBLEM:
+                item.add_marker(pytest.mark.skip(reason=PROBLEM))
+
+
+@pytest.fixture(scope="session")
+def report(pytestconfig):
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str) -> None:
+        if terminal:
+            terminal.write_line(line)
+        else:
+            print(line)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ssh_stack(report):
+    """The gateway-shaped SSH target, converged once and shared by every e2e module; destroyed last."""
+    scenario = Scenario("ssh", report=report)
+    try:
+        scenario.create()
+        with scenario.phase("converge"):
+            scenario.first_deploy = scenario.deploy()
+        yield scenario
+    finally:
+        scenario.destroy()
+
+
+class Endpoint:
+    def __init__(self, scenario: Scenario):
+        self.url = scenario.endpoint.removesuffix("/v1")
+        self.api_key = API_KEY
+        self.base_model = scenario.data["served_model_name"]
+        self.adapters = [a["name"] for a in scenario.data["adapters"]]
+
+
+@pytest.fixture(scope="session")
+def served_endpoint(ssh_stack) -> Endpoint:
+    """The running CPU stack of the e2e scenario, for tests of the operator tools."""
+    return Endpoint(ssh_stack)

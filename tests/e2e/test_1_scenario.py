@@ -1,0 +1,53 @@
+"""The scenario on both targets: converge, idempotence, verify, destroy."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.scenario import Scenario
+
+
+@pytest.fixture(scope="module")
+def local_stack(report):
+    scenario = Scenario("local", report=report)
+    try:
+        scenario.create()
+        with scenario.phase("converge"):
+            scenario.first_deploy = scenario.deploy()
+        yield scenario
+    finally:
+        scenario.destroy()
+
+
+@pytest.fixture(params=["ssh", "local"])
+def stack(request):
+    return request.getfixturevalue(f"{request.param}_stack")
+
+
+def test_converge_starts_vllm(stack):
+    assert stack.vllm_started_at(), "the vLLM container did not start"
+    assert "Start vLLM and wait for /health" in " ".join(stack.changed_operations(stack.first_deploy))
+
+
+def test_idempotence_second_run_changes_nothing(stack):
+    started = stack.vllm_started_at()
+    with stack.phase("idempotence"):
+        payload = stack.deploy()
+    changed = stack.changed_operations(payload)
+    stack.report(f"[e2e {stack.kind}] idempotence: {len(changed)} changed operations {changed}")
+    assert changed == [], f"a second run with nothing changed changed: {changed}"
+    assert stack.vllm_started_at() == started, "the second run restarted vLLM"
+
+
+def test_verify_the_users_testinfra_suite_passes(stack):
+    with stack.phase("verify"):
+        result = stack.verify()
+    for line in result.stdout.splitlines():
+        if ": call:" in line or "(" in line and line.split(":")[0] in {"weather", "sql", "email"} or "passed" in line:
+            stack.report(f"[e2e {stack.kind}] {line}")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_destroy_removes_everything_it_made(local_stack):
+    local_stack.destroy()
+    assert local_stack.leftovers() == []
