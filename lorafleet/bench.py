@@ -300,61 +300,119 @@ class BenchConfig:
             raise ValueError("no model to load")
 
 
+class HTTPStatusError(Exception):
+    """A non-200 answer; ``status`` is the HTTP code and the message is the server's text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class StreamError(Exception):
+    """An error event inside a 200 stream (vLLM sends one when generation fails mid-way)."""
+
+
 def error_kind(exc: BaseException) -> str:
     """A short, stable name for a failure: ``http_404``, ``timeout``, ``connection``, ..."""
-    import openai
+    import aiohttp
 
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, HTTPStatusError):
+        return f"http_{exc.status}"
+    if isinstance(exc, asyncio.TimeoutError):
         return "timeout"
-    if isinstance(exc, openai.APIStatusError):
-        return f"http_{exc.status_code}"
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, StreamError):
+        return "stream_error"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "disconnected"
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):
         return "connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "truncated_stream"
+    if isinstance(exc, ValueError):
+        return "bad_json"
     return type(exc).__name__
 
 
-def make_client(endpoint: Endpoint, concurrency: int, timeout: float) -> Any:
-    """An ``AsyncOpenAI`` client sized for ``concurrency`` connections, with no retries."""
-    import openai
+def make_session(endpoint: Endpoint, concurrency: int, timeout: float) -> Any:
+    """An aiohttp session sized for ``concurrency`` connections.
 
+    aiohttp rather than the ``openai`` client: at 256 in flight the openai
+    client spends milliseconds of CPU per request (request-body transforms,
+    response models, connection-pool scans), which capped the client near
+    300 req/s; the raw stream is parsed here with ``json``.
+    """
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency + 8, limit_per_host=0, force_close=False)
+    headers = {"Content-Type": "application/json", **endpoint.headers()}
+    return aiohttp.ClientSession(
+        connector=connector, headers=headers,
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=10.0),
+        json_serialize=json.dumps,
+    )
+
+
+async def _raise_for_status(resp: Any) -> None:
+    if resp.status == 200:
+        return
+    text = (await resp.text())[:300]
     try:
-        import httpx2 as httpx  # what openai >= 3 is built on
-    except ImportError:  # pragma: no cover - older openai releases
-        import httpx  # type: ignore[no-redef]
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-    http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=httpx.Timeout(timeout, connect=10.0))
-    # Retries would hide errors and skew latencies: a benchmark counts them instead.
-    return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "EMPTY",
-                              max_retries=0, timeout=timeout, http_client=http_client)
+        err = json.loads(text).get("error", text)
+        text = err.get("message", text) if isinstance(err, dict) else str(err)
+    except (ValueError, AttributeError):
+        pass
+    raise HTTPStatusError(resp.status, text)
 
 
-async def one_request(client: Any, model: str, index: int, cfg: BenchConfig, t_run: float,
+def request_body(model: str, index: int, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
+                 stream: bool = True) -> dict[str, Any]:
+    """The JSON body of request ``index`` to ``model``."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": build_messages(index, tools is not None, cfg.unique_prefix),
+        "max_tokens": cfg.max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if tools:
+        body["tools"] = tools
+    return body
+
+
+async def one_request(session: Any, url: str, model: str, index: int, cfg: BenchConfig, t_run: float,
                       tools: list[dict[str, Any]] | None) -> Sample:
     """Send one streamed chat request; time the first token and the end."""
-    messages = build_messages(index, tools is not None, cfg.unique_prefix)
+    body = request_body(model, index, cfg, tools)
     start = time.perf_counter()
     sample = Sample(model=model, start_ms=(start - t_run) * 1000, ok=False)
     counted = 0
     usage_tokens = None
     try:
         async with asyncio.timeout(cfg.timeout):
-            kwargs: dict[str, Any] = {"tools": tools} if tools else {}
-            stream = await client.chat.completions.create(
-                model=model, messages=messages, max_tokens=cfg.max_tokens, temperature=0,
-                stream=True, stream_options={"include_usage": True}, **kwargs,
-            )
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage_tokens = chunk.usage.completion_tokens
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta is not None and (delta.content or delta.tool_calls):
-                        if sample.ttft_ms is None:
-                            sample.ttft_ms = (time.perf_counter() - start) * 1000
-                        counted += 1
-    except BaseException as exc:  # noqa: BLE001 - every failure is counted by kind
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
-            raise
+            async with session.post(url, json=body) as resp:
+                await _raise_for_status(resp)
+                async for raw in resp.content:
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise StreamError(str(event["error"])[:200])
+                    usage = event.get("usage")
+                    if usage:
+                        usage_tokens = usage.get("completion_tokens")
+                    for choice in event.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+                            if sample.ttft_ms is None:
+                                sample.ttft_ms = (time.perf_counter() - start) * 1000
+                            counted += 1
+    except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
         sample.error = error_kind(exc)
         sample.e2e_ms = (time.perf_counter() - start) * 1000
         return sample
@@ -391,7 +449,7 @@ class Progress:
             self.bar.close()
 
 
-async def run_load(client: Any, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
+async def run_load(session: Any, url: str, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
                    on_done: Callable[[Sample], None] = lambda s: None) -> tuple[list[Sample], float]:
     """Drive the load as ``cfg`` says; return the samples and the wall time in seconds."""
     samples: list[Sample] = []
@@ -410,7 +468,7 @@ async def run_load(client: Any, cfg: BenchConfig, tools: list[dict[str, Any]] | 
 
     async def send(index: int) -> None:
         model = cfg.models[index % len(cfg.models)]
-        sample = await one_request(client, model, index, cfg, t_run, tools)
+        sample = await one_request(session, url, model, index, cfg, t_run, tools)
         samples.append(sample)
         on_done(sample)
 
@@ -489,47 +547,45 @@ def server_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
     return out
 
 
-async def _probe_tools(client: Any, model: str, timeout: float) -> bool:
-    """False when the server refuses tool declarations (no --enable-auto-tool-choice)."""
-    import openai
+async def _probe_tools(session: Any, url: str, model: str, cfg: BenchConfig) -> bool:
+    """Warm up with one request; False when the server refuses tool declarations.
 
-    try:
-        await client.chat.completions.create(
-            model=model, messages=build_messages(0, True, False), tools=tool_declarations(),
-            max_tokens=1, temperature=0, timeout=timeout,
-        )
-    except openai.BadRequestError as exc:
-        if "tool choice requires" in str(exc):
+    vLLM answers 400 '"auto" tool choice requires --enable-auto-tool-choice ...'
+    when it runs without a tool-call parser.
+    """
+    body = request_body(model, 0, cfg, tool_declarations(), stream=False)
+    body["max_tokens"] = 1
+    async with session.post(url, json=body) as resp:
+        if resp.status == 400 and "tool choice requires" in await resp.text():
             return False
-        raise
+        await _raise_for_status(resp)
+        await resp.read()
     return True
 
 
 async def bench_async(endpoint: Endpoint, cfg: BenchConfig) -> dict[str, Any]:
     """Run one benchmark and return its result record (see :data:`SCHEMA`)."""
     cfg.check()
-    client = make_client(endpoint, cfg.concurrency, cfg.timeout)
+    url = endpoint.base_url + "/chat/completions"
     notes = []
-    try:
+    async with make_session(endpoint, cfg.concurrency, cfg.timeout) as session:
         tools = tool_declarations() if cfg.tools else None
         if tools is not None:
             try:
-                if not await _probe_tools(client, cfg.models[0], cfg.timeout):
+                if not await _probe_tools(session, url, cfg.models[0], cfg):
                     tools = None
                     notes.append("the server has no tool-call parser: declarations sent inside the developer turn")
             except Exception as exc:  # noqa: BLE001 - the load itself will count it
-                notes.append(f"warm-up request failed: {error_kind(exc)}")
+                notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
         before = await asyncio.to_thread(fetch_server_counters, endpoint)
         progress = Progress(cfg.progress, cfg.requests if cfg.duration is None else None,
                             cfg.label or "bench")
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            samples, wall = await run_load(client, cfg, tools, progress.update)
+            samples, wall = await run_load(session, url, cfg, tools, progress.update)
         finally:
             progress.close()
         after = await asyncio.to_thread(fetch_server_counters, endpoint)
-    finally:
-        await client.close()
 
     config = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "extra")}
     config.update(cfg.extra)
@@ -588,7 +644,7 @@ def render_result(result: dict[str, Any]) -> str:
     server = result.get("server") or {}
     if server.get("prefix_cache_hit_rate") is not None:
         lines.append(f"server prefix-cache hit rate during the run: {100 * server['prefix_cache_hit_rate']:.1f}% "
-                     f"({server['prefix_cache_hits']:g} of {server['prefix_cache_queries']:g} prompt tokens)")
+                     f"({server['prefix_cache_hits']:,.0f} of {server['prefix_cache_queries']:,.0f} prompt tokens)")
     else:
         lines.append("server prefix-cache hit rate during the run: n/a")
     lines.extend(f"note: {n}" for n in result.get("notes", []))
@@ -605,7 +661,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     names = [*result["per_model"], "ALL"]
     stats = [*result["per_model"].values(), result["overall"]]
     width = max(10.0, 4.0 + 0.9 * len(names))
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(width, 5.0), constrained_layout=True)
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(width, 5.5), constrained_layout=True)
 
     series = [("ttft_ms", q) for q in PERCENTILES] + [("e2e_ms", q) for q in PERCENTILES]
     colors = ["#9ecae1", "#4292c6", "#08519c", "#fdae6b", "#f16913", "#a63603"]
@@ -618,7 +674,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     ax_lat.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_title("Latency percentiles")
-    ax_lat.legend(fontsize="small", ncols=2)
+    ax_lat.legend(fontsize="small", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax_lat.grid(axis="y", alpha=0.3)
 
     reqs = [s["req_per_s"] or 0.0 for s in stats]
@@ -632,7 +688,8 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     ax_tok.set_ylabel("output tokens/s")
     ax_thr.set_title("Throughput")
     handles = ax_thr.get_legend_handles_labels()[0] + ax_tok.get_legend_handles_labels()[0]
-    ax_thr.legend(handles, ["requests/s", "output tokens/s"], fontsize="small", loc="upper left")
+    ax_thr.legend(handles, ["requests/s", "output tokens/s"], fontsize="small", ncols=2, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.22))
     ax_thr.grid(axis="y", alpha=0.3)
 
     cfg = result["config"]

@@ -283,7 +283,7 @@ def render_status(st: dict[str, Any]) -> str:
     )
     prefix = _pct(st["prefix_cache_hit_rate"])
     if st["prefix_cache_queries"] is not None:
-        prefix += f" ({_num(st['prefix_cache_hits'])} of {_num(st['prefix_cache_queries'])} tokens)"
+        prefix += f" ({st['prefix_cache_hits'] or 0:,.0f} of {st['prefix_cache_queries']:,.0f} prompt tokens)"
     lora = st.get("lora")
     rows = [
         ("server", st["url"]),
