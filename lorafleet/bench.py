@@ -54,17 +54,13 @@ TOOL_SPECS = [
     ("get_stock_price", "Get the latest price of a listed share.", {"symbol": "Ticker symbol"}),
 ]
 
+# FunctionGemma's developer turn is this sentence followed by the declarations
+# (its chat template renders ``tools`` there); the rules after it add a little
+# fixed text. Its length is set mostly by --prefix-tools.
 DEVELOPER_TEXT = (
     "You are a model that can do function calling with the following functions. "
-    "You work for the operations team of a mid-sized company. Answer with exactly one function call "
-    "when a function fits the request; otherwise answer in one short sentence. Never invent a "
-    "function, never call more than one function, and fill every required argument from the "
-    "user's words. Dates are in ISO format (YYYY-MM-DD), amounts are plain numbers without "
-    "thousands separators, cities are given by their English name, and SQL must be a single "
-    "SELECT statement against the tables orders(id, customer_id, total, created_at), "
-    "customers(id, name, country) and products(id, name, price). When the user is vague, choose "
-    "the most likely reading and do not ask questions back. Keep any text answer under twenty "
-    "words and do not use markdown."
+    "Answer with exactly one function call when a function fits the request, otherwise with one short "
+    "sentence. Fill every required argument from the user's words; dates are YYYY-MM-DD."
 )
 
 QUESTIONS = [
@@ -95,10 +91,10 @@ QUESTIONS = [
 ]
 
 
-def tool_declarations() -> list[dict[str, Any]]:
-    """The OpenAI ``tools`` list every bench request declares."""
+def tool_declarations(count: int | None = None) -> list[dict[str, Any]]:
+    """The OpenAI ``tools`` list every bench request declares (the first ``count`` of them)."""
     tools = []
-    for name, description, params in TOOL_SPECS:
+    for name, description, params in TOOL_SPECS[:count]:
         tools.append({
             "type": "function",
             "function": {
@@ -114,7 +110,8 @@ def tool_declarations() -> list[dict[str, Any]]:
     return tools
 
 
-def build_messages(index: int, with_tools: bool, unique_prefix: bool) -> list[dict[str, str]]:
+def build_messages(index: int, with_tools: bool, unique_prefix: bool,
+                   tool_count: int | None = None) -> list[dict[str, str]]:
     """Messages of request ``index``: the shared developer turn, then one of the questions.
 
     With ``with_tools`` off the declarations are written into the developer turn
@@ -122,8 +119,8 @@ def build_messages(index: int, with_tools: bool, unique_prefix: bool) -> list[di
     developer turn with a fresh id, which defeats prefix caching (for comparison).
     """
     developer = DEVELOPER_TEXT
-    if not with_tools:
-        developer += "\n\nFunctions:\n" + json.dumps(tool_declarations())
+    if not with_tools and tool_count != 0:
+        developer += "\n\nFunctions:\n" + json.dumps(tool_declarations(tool_count))
     if unique_prefix:
         developer = f"Session {uuid.uuid4().hex}. " + developer
     return [
@@ -231,6 +228,7 @@ class Sample:
     e2e_ms: float | None = None
     ttft_ms: float | None = None
     output_tokens: int = 0
+    prompt_tokens: int | None = None
     error: str | None = None
 
 
@@ -249,6 +247,7 @@ def summarize(samples: Sequence[Sample], wall_s: float) -> dict[str, Any]:
         "error_count": len(samples) - len(ok),
         "req_per_s": len(ok) / wall_s if wall_s > 0 else None,
         "output_tokens": tokens,
+        "prompt_tokens_mean": (sum(p) / len(p)) if (p := [s.prompt_tokens for s in ok if s.prompt_tokens]) else None,
         "output_tok_per_s": tokens / wall_s if wall_s > 0 else None,
         "ttft_ms": distribution([s.ttft_ms for s in ok if s.ttft_ms is not None]),
         "e2e_ms": distribution([s.e2e_ms for s in ok if s.e2e_ms is not None]),
@@ -278,6 +277,7 @@ class BenchConfig:
     max_tokens: int = 32
     timeout: float = 300.0
     tools: bool = True
+    prefix_tools: int = len(TOOL_SPECS)
     unique_prefix: bool = False
     seed: int = 0
     label: str = ""
@@ -296,6 +296,8 @@ class BenchConfig:
             raise ValueError(f"--concurrency {self.concurrency}: must be at least 1")
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"--rate {self.rate}: must be positive")
+        if not 0 <= self.prefix_tools <= len(TOOL_SPECS):
+            raise ValueError(f"--prefix-tools {self.prefix_tools}: must be between 0 and {len(TOOL_SPECS)}")
         if not self.models:
             raise ValueError("no model to load")
 
@@ -369,7 +371,7 @@ def request_body(model: str, index: int, cfg: BenchConfig, tools: list[dict[str,
     """The JSON body of request ``index`` to ``model``."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": build_messages(index, tools is not None, cfg.unique_prefix),
+        "messages": build_messages(index, tools is not None, cfg.unique_prefix, cfg.prefix_tools),
         "max_tokens": cfg.max_tokens,
         "temperature": 0,
         "stream": stream,
@@ -406,6 +408,7 @@ async def one_request(session: Any, url: str, model: str, index: int, cfg: Bench
                     usage = event.get("usage")
                     if usage:
                         usage_tokens = usage.get("completion_tokens")
+                        sample.prompt_tokens = usage.get("prompt_tokens")
                     for choice in event.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
@@ -547,16 +550,17 @@ def server_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
     return out
 
 
-async def _probe_tools(session: Any, url: str, model: str, cfg: BenchConfig) -> bool:
-    """Warm up with one request; False when the server refuses tool declarations.
+async def warm_up(session: Any, url: str, model: str, cfg: BenchConfig,
+                  tools: list[dict[str, Any]] | None) -> bool:
+    """Send one short request before the clock starts; False when the server refuses tool declarations.
 
     vLLM answers 400 '"auto" tool choice requires --enable-auto-tool-choice ...'
     when it runs without a tool-call parser.
     """
-    body = request_body(model, 0, cfg, tool_declarations(), stream=False)
+    body = request_body(model, 0, cfg, tools, stream=False)
     body["max_tokens"] = 1
     async with session.post(url, json=body) as resp:
-        if resp.status == 400 and "tool choice requires" in await resp.text():
+        if tools and resp.status == 400 and "tool choice requires" in await resp.text():
             return False
         await _raise_for_status(resp)
         await resp.read()
@@ -569,14 +573,21 @@ async def bench_async(endpoint: Endpoint, cfg: BenchConfig) -> dict[str, Any]:
     url = endpoint.base_url + "/chat/completions"
     notes = []
     async with make_session(endpoint, cfg.concurrency, cfg.timeout) as session:
-        tools = tool_declarations() if cfg.tools else None
-        if tools is not None:
-            try:
-                if not await _probe_tools(session, url, cfg.models[0], cfg):
-                    tools = None
-                    notes.append("the server has no tool-call parser: declarations sent inside the developer turn")
-            except Exception as exc:  # noqa: BLE001 - the load itself will count it
-                notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
+        tools = tool_declarations(cfg.prefix_tools) if cfg.tools and cfg.prefix_tools else None
+        try:
+            if not await warm_up(session, url, cfg.models[0], cfg, tools):
+                tools = None
+                notes.append("the server has no tool-call parser: declarations sent inside the developer turn")
+                await warm_up(session, url, cfg.models[0], cfg, None)
+        except HTTPStatusError as exc:
+            if 400 <= exc.status < 500:
+                # Every request would fail the same way: stop with the server's reason.
+                text = str(exc).lower()
+                hint = " (lower --prefix-tools or --max-tokens)" if "context" in text or "too long" in text else ""
+                raise ValueError(f"the server refused the first request to {cfg.models[0]}: {exc}{hint}") from exc
+            notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
+        except Exception as exc:  # noqa: BLE001 - the load itself will count it
+            notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
         before = await asyncio.to_thread(fetch_server_counters, endpoint)
         progress = Progress(cfg.progress, cfg.requests if cfg.duration is None else None,
                             cfg.label or "bench")
@@ -798,6 +809,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=32, help="output tokens per request (default 32)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request before it counts as a timeout")
     p.add_argument("--no-tools", action="store_true", help="write the declarations into the prompt, not `tools`")
+    p.add_argument("--prefix-tools", type=int, default=len(TOOL_SPECS), metavar="N",
+                   help=f"tool declarations in the shared developer turn, 0-{len(TOOL_SPECS)} "
+                        f"(default {len(TOOL_SPECS)}; lower it for a short --max-model-len)")
     p.add_argument("--unique-prefix", action="store_true",
                    help="make every developer turn unique, which defeats prefix caching (for comparison)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
@@ -813,7 +827,8 @@ def config_from_args(args: argparse.Namespace, models: list[str], label: str | N
     requests = args.requests if args.requests is not None else (None if args.duration else 100)
     return BenchConfig(models=models, concurrency=concurrency, rate=args.rate, requests=requests,
                        duration=args.duration, max_tokens=args.max_tokens, timeout=args.timeout,
-                       tools=not args.no_tools, unique_prefix=args.unique_prefix, seed=args.seed,
+                       tools=not args.no_tools, prefix_tools=args.prefix_tools,
+                       unique_prefix=args.unique_prefix, seed=args.seed,
                        label=label if label is not None else args.label, progress=not args.no_progress)
 
 

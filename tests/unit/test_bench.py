@@ -207,3 +207,22 @@ def test_cli_bench_versus_and_compare(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "B/A" in printed and "w3" in printed and "key-1" not in printed
     assert cli_main(["bench", "compare", str(tmp_path / "run-a.json"), str(tmp_path / "run-b.json")]) == 0
     assert "req/s" in capsys.readouterr().out
+
+
+def test_refused_first_request_stops_the_run_with_the_reason() -> None:
+    with running_fake_server(FakeConfig(adapters=["weather"])) as url:
+        cfg = BenchConfig(models=["not-served"], concurrency=2, requests=5, progress=False)
+        with pytest.raises(ValueError, match="not-served.*HTTP 404"):
+            run_bench(resolve_endpoint(url=url, env={}), cfg)
+
+
+def test_prefix_tools_sets_the_shared_turn() -> None:
+    assert len(bench.tool_declarations(2)) == 2
+    short = bench.build_messages(0, with_tools=False, unique_prefix=False, tool_count=2)
+    full = bench.build_messages(0, with_tools=False, unique_prefix=False)
+    assert len(short[0]["content"]) < len(full[0]["content"])
+    none = bench.build_messages(0, with_tools=False, unique_prefix=False, tool_count=0)
+    assert none[0]["content"] == bench.DEVELOPER_TEXT
+    a = bench.build_messages(0, True, unique_prefix=True)
+    b = bench.build_messages(0, True, unique_prefix=True)
+    assert a[0] != b[0] and a[1] == b[1]
