@@ -75,7 +75,7 @@ mkdir -p "$STATE_DIR"
 
 # One run at a time: several sessions may share this machine.
 exec 9>"$STATE_DIR/setup.lock"
-flock 9
+flock -w 1800 9 || die "another setup.sh held $STATE_DIR/setup.lock for 30 min"
 
 # ---------------------------------------------------------------------------
 phase "debian packages"
@@ -104,8 +104,8 @@ else
     else
         log "starting dockerd, log: $DOCKERD_LOG"
         # setsid + all fds redirected: dockerd must outlive this script and must
-        # not hold its stdout open (callers capture that output).
-        setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # not hold its stdout open (callers capture that output) nor the lock (fd 9).
+        setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
     fi
     for _ in $(seq 60); do
         docker info >/dev/null 2>&1 && break
