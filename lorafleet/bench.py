@@ -230,21 +230,27 @@ class Sample:
     output_tokens: int = 0
     prompt_tokens: int | None = None
     error: str | None = None
+    detail: str | None = None
 
 
 def summarize(samples: Sequence[Sample], wall_s: float) -> dict[str, Any]:
     """Counts, throughput over ``wall_s`` and latency percentiles of ``samples``."""
     ok = [s for s in samples if s.ok]
     errors: dict[str, int] = {}
+    examples: dict[str, str] = {}
     for s in samples:
         if not s.ok:
-            errors[s.error or "unknown"] = errors.get(s.error or "unknown", 0) + 1
+            kind = s.error or "unknown"
+            errors[kind] = errors.get(kind, 0) + 1
+            if s.detail and kind not in examples:
+                examples[kind] = s.detail
     tokens = sum(s.output_tokens for s in ok)
     return {
         "requests": len(samples),
         "ok": len(ok),
         "errors": dict(sorted(errors.items())),
         "error_count": len(samples) - len(ok),
+        "error_examples": dict(sorted(examples.items())),
         "req_per_s": len(ok) / wall_s if wall_s > 0 else None,
         "output_tokens": tokens,
         "prompt_tokens_mean": (sum(p) / len(p)) if (p := [s.prompt_tokens for s in ok if s.prompt_tokens]) else None,
@@ -417,6 +423,7 @@ async def one_request(session: Any, url: str, model: str, index: int, cfg: Bench
                             counted += 1
     except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
         sample.error = error_kind(exc)
+        sample.detail = (str(exc) or type(exc).__name__)[:200]
         sample.e2e_ms = (time.perf_counter() - start) * 1000
         return sample
     sample.e2e_ms = (time.perf_counter() - start) * 1000
@@ -453,12 +460,18 @@ class Progress:
 
 
 async def run_load(session: Any, url: str, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
-                   on_done: Callable[[Sample], None] = lambda s: None) -> tuple[list[Sample], float]:
-    """Drive the load as ``cfg`` says; return the samples and the wall time in seconds."""
+                   on_done: Callable[[Sample], None] = lambda s: None,
+                   notes: list[str] | None = None) -> tuple[list[Sample], float]:
+    """Drive the load as ``cfg`` says; return the samples and the wall time in seconds.
+
+    Remarks on the run (such as arrivals held back by the in-flight cap) are appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
     samples: list[Sample] = []
     t_run = time.perf_counter()
     deadline = t_run + cfg.duration if cfg.duration else None
     issued = 0
+    capped = 0
 
     def next_index() -> int | None:
         nonlocal issued
@@ -500,6 +513,8 @@ async def run_load(session: Any, url: str, cfg: BenchConfig, tools: list[dict[st
                 break
             if delay > 0:
                 await asyncio.sleep(delay)
+            if in_flight.locked():
+                capped += 1
             await in_flight.acquire()
             index = next_index()
             if index is None:
@@ -510,6 +525,9 @@ async def run_load(session: Any, url: str, cfg: BenchConfig, tools: list[dict[st
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
+    if capped:
+        notes.append(f"{capped} arrivals waited for a free slot: the --concurrency cap "
+                     f"({cfg.concurrency}) held back the --rate")
     return samples, time.perf_counter() - t_run
 
 
@@ -593,7 +611,7 @@ async def bench_async(endpoint: Endpoint, cfg: BenchConfig) -> dict[str, Any]:
                             cfg.label or "bench")
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            samples, wall = await run_load(session, url, cfg, tools, progress.update)
+            samples, wall = await run_load(session, url, cfg, tools, progress.update, notes)
         finally:
             progress.close()
         after = await asyncio.to_thread(fetch_server_counters, endpoint)
@@ -658,6 +676,7 @@ def render_result(result: dict[str, Any]) -> str:
                      f"({server['prefix_cache_hits']:,.0f} of {server['prefix_cache_queries']:,.0f} prompt tokens)")
     else:
         lines.append("server prefix-cache hit rate during the run: n/a")
+    lines.extend(f"error {kind}, e.g.: {text}" for kind, text in result["overall"].get("error_examples", {}).items())
     lines.extend(f"note: {n}" for n in result.get("notes", []))
     return "\n".join(lines)
 

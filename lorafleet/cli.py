@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tools", action="store_true", help="do not declare tools in the requests")
 
     p = sub.add_parser("bench", help="load test across adapters; 'bench compare A.json B.json' compares runs",
-                       description=bench.__doc__.split("\n\n")[0])
+                       description="Load a lorafleet server across chosen adapters; report requests/s, "
+                       "tokens/s, TTFT and end-to-end latency per adapter. "
+                       "'lorafleet bench compare A.json B.json' puts two saved runs side by side.")
     _endpoint_args(p)
     bench.add_arguments(p)
 

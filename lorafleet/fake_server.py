@@ -409,7 +409,9 @@ def running_fake_server(config: FakeConfig | None = None, host: str = "127.0.0.1
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``lorafleet fake-server`` / ``python -m lorafleet.fake_server``."""
-    p = parser or argparse.ArgumentParser(prog="lorafleet fake-server", description=__doc__.split("\n")[0])
+    p = parser or argparse.ArgumentParser(prog="lorafleet fake-server")
+    p.description = ("An instant OpenAI-compatible responder on loopback, for testing the operator tools. "
+                     "Set FAKE_SERVER_API_KEY in its environment to require that key on /v1.")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8001, help="port (0 = any free port; default 8001)")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"served base model name (default {DEFAULT_BASE})")
