@@ -17,3 +17,4 @@ image.ensure(settings)  # pull the pinned CUDA image, or build the CPU image
 models.ensure_base(settings)  # the base model: hub download, laptop upload or demo build
 versions = adapters.ensure(settings)  # every adapter in place and checked
 serving.apply(settings, versions)  # manifest, compose, start with rollback, adapter sync, verify
+adapters.prune(settings)  # only with prune_adapters: undeclared adapters are unloaded, never deleted, by default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyinfra import logger
 from pyinfra.api.exceptions import DeployError
 
 from lorafleet.plan import PROJECT_ROOT
@@ -13,6 +14,9 @@ def host_settings(host) -> Settings:
     """Validate every setting of `host` (and the secrets) or stop before anything is planned."""
     data = host.data.dict()
     try:
-        return build_settings(data, resolve_secrets(PROJECT_ROOT, generate_api_key=bool(data.get("generate_api_key", True))))
+        settings = build_settings(data, resolve_secrets(PROJECT_ROOT, generate_api_key=bool(data.get("generate_api_key", True))))
     except SettingsError as exc:
         raise DeployError(f"{host.name}: {exc}") from None
+    for warning in settings.warnings:
+        logger.warning(f"{host.name}: {warning}")
+    return settings

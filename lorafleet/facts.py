@@ -124,3 +124,17 @@ class ServingState(FactBase):
             "network_stale": bool(gateway_id) and network.startswith("container:") and network != f"container:{gateway_id}",
             "served": served,
         }
+
+
+class SubFolders(FactBase):
+    """Names of the folders directly under a path."""
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self, path: str) -> str:
+        return f"find {shlex.quote(path)} -mindepth 1 -maxdepth 1 -type d -printf '%f\\n' 2>/dev/null || true"
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())

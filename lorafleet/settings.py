@@ -83,7 +83,9 @@ class Settings:
     vllm_env: tuple[tuple[str, str], ...]
     health_timeout_seconds: int
     check_adapter_base: bool
+    prune_adapters: bool
     secrets: "Secrets" = field(repr=False)
+    warnings: tuple[str, ...] = ()
 
     @property
     def base_model_dir(self) -> str:
@@ -125,6 +127,7 @@ DEFAULTS: dict[str, Any] = {
     "vllm_env": {},
     "adapters": [],
     "check_adapter_base": True,
+    "prune_adapters": False,
 }
 
 
@@ -270,7 +273,9 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         vllm_env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
         health_timeout_seconds=integer("health_timeout_seconds", 10),
         check_adapter_base=bool(d.get("check_adapter_base", True)),
+        prune_adapters=flag("prune_adapters"),
         secrets=secrets,
+        warnings=tuple(_warnings(max_loras, len(adapters))),
     )
     if settings.network_mode == "gateway" and not settings.gateway_container:
         problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
@@ -279,6 +284,15 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _warnings(max_loras: int, adapter_count: int) -> list[str]:
+    if max_loras and adapter_count > max_loras:
+        return [
+            f"max_loras={max_loras} is below the {adapter_count} declared adapters: at most {max_loras} different "
+            "adapters run in one batch, requests to the others wait for a slot; raise max_loras if they are busy at once"
+        ]
+    return []
 
 
 def _image(d: Mapping[str, Any], key: str, problems: list[str]) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from pyinfra import host
 from pyinfra.operations import files, server
 
 from lorafleet import plan
+from lorafleet.facts import SubFolders
 from lorafleet.settings import Settings
 from lorafleet.tasks.models import marker_is
 
@@ -44,3 +46,13 @@ def ensure(s: Settings) -> dict[str, str]:
                 server.shell(name=f"Install demo adapter {adapter.name}", commands=[plan.demo_adapter_command(s, adapter.name, wanted)])
             versions[adapter.name] = wanted
     return versions
+
+
+def prune(s: Settings) -> None:
+    """Delete folders of adapters no longer declared, only when the user asked (prune_adapters)."""
+    if not s.prune_adapters:
+        return
+    declared = {a.name for a in s.adapters}
+    for folder in host.get_fact(SubFolders, path=s.adapters_root):
+        if folder not in declared:
+            server.shell(name=f"Prune undeclared adapter folder {folder}", commands=[f"rm -rf {s.adapters_root}/{folder}"])

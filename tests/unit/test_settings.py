@@ -114,3 +114,17 @@ def test_every_problem_is_reported_at_once(gpu_data):
 
 def test_secrets_never_show_in_repr(gpu_data):
     assert "hf_token_for_tests" not in repr(build_settings(gpu_data, TOKEN))
+
+
+def test_more_adapters_than_max_loras_warns(gpu_data, tmp_path):
+    gpu_data["adapters"] = [{"name": f"a{i}", "path": make_adapter(tmp_path, f"a{i}")} for i in range(3)]
+    gpu_data["max_loras"] = 2
+    s = build_settings(gpu_data, TOKEN)
+    assert s.warnings and "max_loras=2 is below the 3 declared adapters" in s.warnings[0]
+
+
+def test_more_adapters_than_max_cpu_loras_is_refused(gpu_data, tmp_path):
+    gpu_data["adapters"] = [{"name": f"a{i}", "path": make_adapter(tmp_path, f"a{i}")} for i in range(3)]
+    gpu_data.update(max_loras=2, max_cpu_loras=2)
+    with pytest.raises(SettingsError, match="max_cpu_loras=2 is below the 3 declared adapters"):
+        build_settings(gpu_data, TOKEN)
