@@ -363,13 +363,13 @@ def make_session(endpoint: Endpoint, concurrency: int, timeout: float) -> Any:
 async def _raise_for_status(resp: Any) -> None:
     if resp.status == 200:
         return
-    text = (await resp.text())[:300]
+    text = await resp.text()
     try:
         err = json.loads(text).get("error", text)
         text = err.get("message", text) if isinstance(err, dict) else str(err)
     except (ValueError, AttributeError):
         pass
-    raise HTTPStatusError(resp.status, text)
+    raise HTTPStatusError(resp.status, text[:300])
 
 
 def request_body(model: str, index: int, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
@@ -759,15 +759,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def compare_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, Any, Any, float | None]]:
-    """(model, metric, A, B, B/A) for the overall run, then for every model in either run."""
+    """(model, metric, A, B, B/A) for the overall run, then for every model both runs loaded."""
     rows = []
-    models = ["ALL", *dict.fromkeys([*a["per_model"], *b["per_model"]])]
-    for model in models:
-        sa = a["overall"] if model == "ALL" else a["per_model"].get(model)
-        sb = b["overall"] if model == "ALL" else b["per_model"].get(model)
+    shared = [m for m in a["per_model"] if m in b["per_model"]]
+    for model in ["ALL", *shared]:
+        sa = a["overall"] if model == "ALL" else a["per_model"][model]
+        sb = b["overall"] if model == "ALL" else b["per_model"][model]
         for metric, get in COMPARED:
-            va = get(sa) if sa else None
-            vb = get(sb) if sb else None
+            va, vb = get(sa), get(sb)
             rows.append((model, metric, va, vb, ratio(va, vb)))
     return rows
 
@@ -784,8 +783,9 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
     for tag, r, name in (("A", a, name_a), ("B", b, name_b)):
         cfg = r["config"]
         mode = f"rate {cfg['rate']:g}/s" if cfg.get("rate") else f"concurrency {cfg['concurrency']}"
-        lines.append(f"{tag}: {name} - {r.get('label') or ''} {len(cfg['models'])} models, {mode}, "
-                     f"{r['overall']['requests']} requests, {r['wall_s']:.1f} s".replace("  ", " "))
+        label = f" [{r['label']}]" if r.get("label") and r["label"] != name else ""
+        lines.append(f"{tag}: {name}{label}: {len(cfg['models'])} models, {mode}, "
+                     f"{r['overall']['requests']} requests in {r['wall_s']:.1f} s")
     rows = []
     previous = None
     for model, metric, va, vb, rt in compare_rows(a, b):
@@ -793,6 +793,10 @@ def render_compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
                      "-" if rt is None else f"{rt:.2f}x"))
         previous = model
     lines.append(format_table(("model", "metric", "A", "B", "B/A"), rows, right=(2, 3, 4)))
+    for tag, r, other in (("A", a, b), ("B", b, a)):
+        only = [m for m in r["per_model"] if m not in other["per_model"]]
+        if only:
+            lines.append(f"only in {tag}: {', '.join(only)}")
     for tag, r in (("A", a), ("B", b)):
         rate = (r.get("server") or {}).get("prefix_cache_hit_rate")
         lines.append(f"{tag} prefix-cache hit rate: {'n/a' if rate is None else f'{100 * rate:.1f}%'}")

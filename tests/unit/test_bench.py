@@ -140,10 +140,12 @@ def test_compare_rows_and_render() -> None:
     assert rows[("ALL", "req/s")] == (10.0, 20.0, 2.0)
     assert rows[("ALL", "E2E p50 ms")][2] == 0.5
     assert rows[("ALL", "errors")] == (0, 1, None)
-    assert rows[("m", "req/s")] == (10.0, None, None)  # model only in A
-    assert rows[("other", "req/s")] == (None, 20.0, None)
+    assert ("m", "req/s") not in rows and ("other", "req/s") not in rows  # per model only when in both
     text = render_compare(a, b)
     assert "2.00x" in text and "0.50x" in text
+    assert "only in A: m" in text and "only in B: other" in text
+    same = compare_rows(a, _result(5.0, 100.0))
+    assert ("m", "req/s", 10.0, 5.0, 0.5) in same
 
 
 # ------------------------------------------------------------ runs against the fake server
