@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from io import BytesIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.api import QuoteString
 from pyinfra.facts.files import File, Sha1File
+
+from lorafleet.plan import sha1_hex
 
 
 class SecretText:
@@ -34,7 +35,7 @@ def secret_file(content: SecretText, dest: str, temp_dir: str):
     files.put prints contents with --diff, so secrets need their own operation.
     The temporary upload lands in `temp_dir` (a 0700 folder), not in /tmp.
     """
-    if host.get_fact(Sha1File, path=dest) != hashlib.sha1(content.data).hexdigest():
+    if host.get_fact(Sha1File, path=dest) != sha1_hex(content.data.decode()):
         yield FileUploadCommand(
             BytesIO(content.data), dest, remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir)
         )

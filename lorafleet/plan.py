@@ -38,6 +38,10 @@ def sha256_hex(*parts: bytes | str, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+def sha1_hex(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where each file lands on the host."""
@@ -314,8 +318,8 @@ def gateway_dir(s: Settings) -> str:
     return f"{s.stack_dir}/gateway"
 
 
-def render_gateway_env(s: Settings, ts_hostname: str) -> str:
-    """Non-secret values the gateway compose file interpolates (its .env)."""
+def render_gateway_env(s: Settings, ts_hostname: str, advertise_tags: str = "") -> str:
+    """Non-secret values the gateway compose file interpolates (its .env); the bootstrap writes the same."""
     values = {
         "GATEWAY_CONTAINER": s.gateway_container,
         "TS_HOSTNAME": ts_hostname,
@@ -324,4 +328,7 @@ def render_gateway_env(s: Settings, ts_hostname: str) -> str:
         "ADAPTERS_ROOT": s.adapters_root,
         "CACHE_ROOT": s.cache_root,
     }
+    if advertise_tags:
+        # OAuth-client keys only work with tags; dropping them here would break the next `compose up`.
+        values["TS_EXTRA_ARGS"] = f"--advertise-tags={advertise_tags}"
     return "".join(f"{k}={v}\n" for k, v in values.items())

@@ -21,5 +21,7 @@ def stage(s: Settings) -> None:
     folder = plan.gateway_dir(s)
     for name, source in sorted(plan.GATEWAY_FILES.items()):
         files.put(name=f"Stage the gateway's {name}", src=str(source), dest=f"{folder}/{name}")
-    env = plan.render_gateway_env(s, host.data.get("endpoint_host") or "gpu-box")
+    env = plan.render_gateway_env(
+        s, host.data.get("endpoint_host") or "gpu-box", host.data.get("tailscale_advertise_tags") or ""
+    )
     files.put(name="Stage the gateway's .env", src=StringIO(env), dest=f"{folder}/.env")

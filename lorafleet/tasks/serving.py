@@ -8,6 +8,8 @@ from pyinfra import host, logger
 from pyinfra.operations import files, server
 
 from lorafleet import plan
+from pyinfra.facts.files import Sha1File
+
 from lorafleet.facts import ServingState
 from lorafleet.settings import Settings
 
@@ -22,10 +24,13 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
     )
     compose = files.put(name="Render the serving compose project", src=StringIO(plan.render_compose(s)), dest=p.compose_file)
 
-    needs_start = not state["running"] or not state["healthy"] or state.get("network_stale", False)
+    # vLLM reads the secrets env file only when its container is created: a rotated key needs a new one.
+    secrets_changed = state["exists"] and host.get_fact(Sha1File, path=p.env_file) != plan.sha1_hex(plan.render_env_file(s))
+    recreate = state.get("network_stale", False) or secrets_changed
+    needs_start = not state["running"] or not state["healthy"] or recreate
     up = server.shell(
         name="Start vLLM and wait for /health (rolls back on failure)",
-        commands=[plan.start_with_rollback_command(s, force_recreate=state.get("network_stale", False))],
+        commands=[plan.start_with_rollback_command(s, force_recreate=recreate)],
         _if=lambda: needs_start or compose.did_change(),
     )
     declared = {a.name for a in s.adapters}
