@@ -696,7 +696,7 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     series = [("ttft_ms", q) for q in PERCENTILES] + [("e2e_ms", q) for q in PERCENTILES]
     colors = ["#9ecae1", "#4292c6", "#08519c", "#fdae6b", "#f16913", "#a63603"]
     bar = 0.8 / len(series)
-    for k, ((metric, q), color) in enumerate(zip(series, colors)):
+    for k, ((metric, q), color) in enumerate(zip(series, colors, strict=True)):
         values = [s[metric][f"p{q}"] or 0.0 for s in stats]
         xs = [i - 0.4 + bar * (k + 0.5) for i in range(len(names))]
         label = f"{'TTFT' if metric == 'ttft_ms' else 'E2E'} p{q}"

@@ -96,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from lorafleet.bench import main_bench
 
-        return main_bench(_endpoint(args), args)
+        try:
+            return main_bench(_endpoint(args), args)
+        except KeyboardInterrupt:
+            print("bench interrupted: no results written", file=sys.stderr)
+            return 130
     if args.command == "fake-server":
         from lorafleet import fake_server
 

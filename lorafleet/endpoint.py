@@ -38,7 +38,8 @@ class Endpoint:
 
     def __repr__(self) -> str:
         key = "<set>" if self.api_key else "None"
-        return f"Endpoint(url={self.url!r}, api_key={key}, url_source={self.url_source!r}, key_source={self.key_source!r})"
+        return (f"Endpoint(url={self.url!r}, api_key={key}, url_source={self.url_source!r}, "
+                f"key_source={self.key_source!r})")
 
     @property
     def base_url(self) -> str:

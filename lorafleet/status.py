@@ -96,20 +96,26 @@ def _split_names(text: str) -> list[str]:
 
 
 def lora_activity(samples: Iterable[Sample]) -> dict[str, Any] | None:
-    """Running and waiting adapters from ``vllm:lora_requests_info``.
+    """Adapters with requests in flight, from ``vllm:lora_requests_info``.
 
     The gauge is set to the current time under labels that list the adapters,
     and old label sets are not removed, so the newest value is the current state.
+    vLLM 0.32 puts every adapter with a request in flight into both lists (the
+    per-adapter counts, 0 included, are dropped when the names are joined), so
+    only their union, ``active``, means something.
     """
     found = find_samples(samples, LORA_INFO)
     if not found:
         return None
     latest = max(found, key=lambda s: s.value)
     max_lora = latest.labels.get("max_lora")
+    running = _split_names(latest.labels.get("running_lora_adapters", ""))
+    waiting = _split_names(latest.labels.get("waiting_lora_adapters", ""))
     return {
         "max_loras": int(max_lora) if max_lora and max_lora.isdigit() else None,
-        "running": _split_names(latest.labels.get("running_lora_adapters", "")),
-        "waiting": _split_names(latest.labels.get("waiting_lora_adapters", "")),
+        "running": running,
+        "waiting": waiting,
+        "active": list(dict.fromkeys(running + waiting)),
     }
 
 
@@ -240,7 +246,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: I
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         return "  ".join(parts).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
@@ -301,12 +307,11 @@ def render_status(st: dict[str, Any]) -> str:
     ]
     out = [format_table(("what", "value"), rows)]
     if st["adapters"]:
-        running = set(lora["running"]) if lora else set()
-        waiting = set(lora["waiting"]) if lora else set()
+        active = set(lora["active"]) if lora else set()
         arows = []
         for name in st["adapters"]:
             count = st["requests_by_adapter"].get(name)
-            now = "running" if name in running else "waiting" if name in waiting else ("idle" if lora else NA)
+            now = "busy" if name in active else ("idle" if lora else NA)
             arows.append((name, NA if count is None else count, now))
         out.append("")
         out.append(format_table(("adapter", "requests since start", "now"), arows, right=(1,)))

@@ -228,3 +228,14 @@ def test_prefix_tools_sets_the_shared_turn() -> None:
     a = bench.build_messages(0, True, unique_prefix=True)
     b = bench.build_messages(0, True, unique_prefix=True)
     assert a[0] != b[0] and a[1] == b[1]
+
+
+def test_fake_server_binds_loopback_only() -> None:
+    import asyncio
+
+    from lorafleet.fake_server import FakeServer, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("127.5.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
+    with pytest.raises(SystemExit, match="loopback"):
+        asyncio.run(FakeServer(FakeConfig(max_seconds=1)).serve("0.0.0.0", 0))

@@ -71,7 +71,8 @@ def test_summary_of_vllm_metrics() -> None:
 
 def test_lora_activity_takes_newest_label_set() -> None:
     activity = lora_activity(parse_prometheus(VLLM_TEXT))
-    assert activity == {"max_loras": 4, "running": ["sql", "weather"], "waiting": ["cal"]}
+    assert activity == {"max_loras": 4, "running": ["sql", "weather"], "waiting": ["cal"],
+                        "active": ["sql", "weather", "cal"]}
 
 
 def test_missing_metrics_are_none_not_zero() -> None:
