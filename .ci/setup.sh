@@ -105,7 +105,8 @@ if docker info >/dev/null 2>&1; then
 else
     pid=""
     [[ -r /var/run/docker.pid ]] && pid=$(cat /var/run/docker.pid)
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    # A pid file left by a killed dockerd is stale unless that pid is a dockerd.
+    if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]]; then
         log "dockerd (pid $pid) is running but not ready yet; waiting"
     else
         log "starting dockerd, log: $DOCKERD_LOG"
