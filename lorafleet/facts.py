@@ -34,14 +34,18 @@ class StorageRoots(FactBase):
     daemon that binds it into vLLM: path parity is broken.
     """
 
-    def command(self, paths: tuple[str, ...]) -> str:
+    def command(self, paths: tuple[str, ...], in_gateway: bool = False) -> str:
         checks = []
         for i, p in enumerate(paths):
             q = shlex.quote(p)
+            # Only where the daemon runs outside this container (the gateway) does the layer matter.
+            parity = (
+                f"elif [ -f /.dockerenv ] && [ \"$(df -P {q} | awk 'NR==2{{print $6}}')\" = / ]; then echo {i}=unshared; "
+                if in_gateway else ""
+            )
             checks.append(
                 f"if [ ! -d {q} ]; then echo {i}=missing; elif [ ! -w {q} ]; then echo {i}=readonly; "
-                f"elif [ -f /.dockerenv ] && [ \"$(df -P {q} | awk 'NR==2{{print $6}}')\" = / ]; then echo {i}=unshared; "
-                f"else echo {i}=ok; fi"
+                f"{parity}else echo {i}=ok; fi"
             )
         return "; ".join(checks)
 

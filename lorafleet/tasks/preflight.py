@@ -21,7 +21,7 @@ def check(s: Settings) -> None:
     if not versions["compose"]:
         problems.append("docker compose v2 is missing (`docker compose version` failed): install the compose plugin")
     roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root}
-    states = host.get_fact(StorageRoots, paths=tuple(roots.values()))
+    states = host.get_fact(StorageRoots, paths=tuple(roots.values()), in_gateway=s.network_mode == "gateway")
     for (key, path), state in zip(roots.items(), [*states, *["missing"] * len(roots)]):
         if state == "missing" and not host.data.get("create_storage_roots"):
             problems.append(f"{key}={path} does not exist on the host: create it (the bootstrap does) or change {key}")
