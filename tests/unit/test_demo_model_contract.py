@@ -1,0 +1,139 @@
+"""Contract of files/demo_model/build_demo_model.py that needs no torch: names, call text,
+chat template, manifest reuse.  (The trained behaviour is checked by the script itself at
+build time and by the infra/e2e suites against a real vLLM.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import jinja2.ext
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+SCRIPT = Path(__file__).resolve().parents[2] / "files" / "demo_model" / "build_demo_model.py"
+
+# vLLM 0.32's functiongemma tool parser (vllm/tool_parsers/functiongemma_tool_parser.py)
+VLLM_CALL_RE = re.compile(
+    r"<start_function_call>call:(\w+)\{(.*?)\}<end_function_call>|<start_function_call>call:(\w+)\{(.*)", re.DOTALL
+)
+VLLM_ARG_RE = re.compile(r"(\w+):<escape>(.*?)<escape>", re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("build_demo_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # stdlib only at import time: torch is imported inside main()
+    return module
+
+
+def render(demo, messages, tools=None, add_generation_prompt=True) -> str:
+    # as transformers renders chat templates
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    return env.from_string(demo.CHAT_TEMPLATE).render(
+        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, bos_token="<bos>"
+    )
+
+
+def vllm_parse(text: str) -> list[tuple[str, dict]]:
+    calls = []
+    for m in VLLM_CALL_RE.findall(text):
+        args = {}
+        for key, value in VLLM_ARG_RE.findall(m[1] or m[3]):
+            try:
+                args[key] = json.loads(value)
+            except json.JSONDecodeError:
+                args[key] = value
+        calls.append((m[0] or m[2], args))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "name,function,arguments",
+    [
+        ("weather", "get_weather", {"city": "Paris"}),
+        ("sql", "run_sql", {"query": "SELECT 1"}),
+        ("email", "send_email", {"to": "ops@example.com"}),
+        ("billing-bot", "billing_bot_action", {"target": "billing-bot"}),
+        ("x1", "x1_action", {"target": "x1"}),
+    ],
+)
+def test_each_adapter_has_its_own_call_that_vllm_parses(demo, name, function, arguments):
+    spec = demo.adapter_spec(name)
+    assert (spec["function"], spec["arguments"]) == (function, arguments)
+    assert spec["tool"]["function"]["name"] == function
+    assert vllm_parse(spec["call_text"]) == [(function, arguments)]
+
+
+def test_template_renders_functiongemma_declarations_as_documented(demo):
+    tool = {"type": "function", "function": {
+        "name": "get_current_weather", "description": "Gets the current weather in a given location.",
+        "parameters": {"type": "object", "properties": {
+            "location": {"type": "string", "description": 'The city and state, e.g. "San Francisco, CA" or "Tokyo, JP"'},
+            "unit": {"type": "string", "description": "The unit to return the temperature in.",
+                     "enum": ["celsius", "fahrenheit"]}},
+            "required": ["location"]}}}
+    text = render(demo, [{"role": "user", "content": "Hey, what's the weather in Tokyo right now?"}], [tool])
+    # the developer turn of Google's FunctionGemma formatting guide, character for character
+    assert text == (
+        "<bos><start_of_turn>developer\nYou are a model that can do function calling with the following functions"
+        "<start_function_declaration>declaration:get_current_weather{description:<escape>Gets the current weather "
+        "in a given location.<escape>,parameters:{properties:{location:{description:<escape>The city and state, "
+        'e.g. "San Francisco, CA" or "Tokyo, JP"<escape>,type:<escape>STRING<escape>},unit:{description:<escape>'
+        "The unit to return the temperature in.<escape>,enum:[<escape>celsius<escape>,<escape>fahrenheit<escape>],"
+        "type:<escape>STRING<escape>}},required:[<escape>location<escape>],type:<escape>OBJECT<escape>}}"
+        "<end_function_declaration><end_of_turn>\n"
+        "<start_of_turn>user\nHey, what's the weather in Tokyo right now?<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_template_without_tools_or_developer_has_no_developer_turn(demo):
+    text = render(demo, [{"role": "user", "content": "hi"}])
+    assert text == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_template_system_becomes_developer_and_content_parts_are_joined(demo):
+    text = render(demo, [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    assert text == "<bos><start_of_turn>developer\nBe brief.<end_of_turn>\n<start_of_turn>user\nab<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_template_renders_calls_and_responses_inside_the_model_turn(demo):
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "3 degrees"},
+    ]
+    text = render(demo, messages)
+    assert text.endswith(
+        "<start_of_turn>model\n<start_function_call>call:get_weather{city:<escape>Oslo<escape>}<end_function_call>"
+        "<start_function_response>response:get_weather{value:<escape>3 degrees<escape>}<end_function_response>"
+    ), text  # the model goes on in the same turn: no second "<start_of_turn>model"
+    assert vllm_parse(text) == [("get_weather", {"city": "Oslo"})]
+    final = render(demo, messages + [{"role": "assistant", "content": "It is 3 degrees."}], add_generation_prompt=False)
+    assert final.endswith("<end_function_response>It is 3 degrees.<end_of_turn>\n")
+
+
+def test_up_to_date_manifest_is_reused_without_torch(demo, tmp_path, capsys):
+    out = tmp_path / "demo"
+    norm = {"adapters": ["weather", "x1"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
+    (out / "base").mkdir(parents=True)
+    (out / "base" / "config.json").write_text("{}")
+    for name in norm["adapters"]:
+        (out / "adapters" / name).mkdir(parents=True)
+        (out / "adapters" / name / "adapter_config.json").write_text("{}")
+    (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm)}))
+    assert demo.main(["--out", str(out), "--adapters", "weather,x1", "--base-name", "a/b"]) == 0
+    assert "demo model up to date" in capsys.readouterr().out
+    assert demo.inputs_hash(SCRIPT, norm) != demo.inputs_hash(SCRIPT, {**norm, "adapters": ["weather"]})
+
+
+@pytest.mark.parametrize("names", ["bad name", "a,a", "-x", "a_b,a-b"])
+def test_bad_adapter_lists_are_refused(demo, tmp_path, names):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--out", str(tmp_path), "--adapters", names])
+    assert exc.value.code == 2
