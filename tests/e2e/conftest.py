@@ -37,7 +37,8 @@ def ssh_stack(report):
     try:
         scenario.create()
         with scenario.phase("converge"):
-            scenario.first_deploy = scenario.deploy()
+            # At the highest verbosity, with diffs: the secrets test reads this output.
+            scenario.first_deploy = scenario.deploy("-vvv", "--diff")
         yield scenario
     finally:
         scenario.destroy()

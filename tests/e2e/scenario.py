@@ -26,6 +26,8 @@ WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
 CI_ENV = Path("/var/tmp/lorafleet/ci.env")
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:12]
+# Recognisable fake secrets: the scenario asserts they appear nowhere but the secrets env file.
+HF_TOKEN = "hf_" + "lorafleetE2Efake" + uuid.uuid4().hex
 
 
 def sh(*args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
@@ -133,7 +135,8 @@ class Scenario:
 
     def deploy(self, *extra: str, check: bool = True) -> dict:
         """Run the real deploy; returns pyinfra's JSON results (plan and per-operation results)."""
-        env = {**os.environ, "LORAFLEET_STATE_DIR": str(self.dir / "state"), "LORAFLEET_API_KEY": API_KEY}
+        env = {**os.environ, "LORAFLEET_STATE_DIR": str(self.dir / "state"), "LORAFLEET_API_KEY": API_KEY,
+               "HF_TOKEN": HF_TOKEN}
         env.pop("LORAFLEET_GPU_HOST", None)
         result = subprocess.run(
             [sys.executable, "-m", "pyinfra", "-y", "--json", str(self.dir / "inventory.py"), "deploy.py", *extra],
@@ -155,6 +158,14 @@ class Scenario:
     def changed_operations(payload: dict) -> list[str]:
         results = payload.get("results") or {}
         return [op["name"] for op in results.get("operations", []) if op.get("success")]
+
+    def files_containing(self, secret: str) -> list[str]:
+        """Files under the scenario's folders whose bytes contain `secret`."""
+        found = []
+        for path in self.dir.rglob("*"):
+            if path.is_file() and not path.name.startswith("deploy-") and secret.encode() in path.read_bytes():
+                found.append(str(path.relative_to(self.dir)))
+        return found
 
     def vllm_container(self) -> str:
         return f"{self.project}-vllm"
