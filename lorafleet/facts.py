@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import datetime, timezone
 
 from pyinfra.api import FactBase
+
+
+def _timestamp(value: str) -> datetime:
+    """Docker's RFC 3339 times (nanoseconds, trailing zeros trimmed) as datetimes."""
+    try:
+        head, _, fraction = value.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
 
 
 class DockerVersions(FactBase):
@@ -94,7 +104,9 @@ class ServingState(FactBase):
         fmt = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.StartedAt}}|{{.HostConfig.NetworkMode}}|{{index .Config.Labels \"lorafleet.engine\"}}"
         parts = [f"echo state=$(docker inspect --format '{fmt}' {c} 2>/dev/null)"]
         if gateway:
-            parts.append(f"echo gateway=$(docker inspect --format '{{{{.Id}}}}' {shlex.quote(gateway)} 2>/dev/null)")
+            parts.append(
+                f"echo gateway=$(docker inspect --format '{{{{.Id}}}}|{{{{.State.StartedAt}}}}' {shlex.quote(gateway)} 2>/dev/null)"
+            )
         parts.append(
             f"if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {c} 2>/dev/null)\" = true ]; then "
             f"echo served=$(docker exec {c} python3 /lorafleet/sync_adapters.py --served 2>/dev/null); fi"
@@ -117,15 +129,17 @@ class ServingState(FactBase):
             served = json.loads(values["served"]) if values.get("served") else None
         except ValueError:
             served = None
-        gateway_id = values.get("gateway") or ""
+        gateway_id, _, gateway_started = (values.get("gateway") or "").partition("|")
         return {
             "exists": True,
             "running": status == "running",
             "healthy": health == "healthy",
             "started_at": started,
             "engine": engine,
-            # vLLM lost its network if the gateway it joined was recreated since.
-            "network_stale": bool(gateway_id) and network.startswith("container:") and network != f"container:{gateway_id}",
+            # vLLM lost its network if the gateway it joined was recreated or restarted since.
+            "network_stale": bool(gateway_id) and network.startswith("container:") and (
+                network != f"container:{gateway_id}" or _timestamp(gateway_started) > _timestamp(started)
+            ),
             "served": served,
         }
 
