@@ -17,17 +17,29 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=PROBLEM))
 
 
+REPORT: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def report(pytestconfig):
+    """Print a line now (past pytest's capture) and again in the summary at the end."""
     terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
 
     def write(line: str) -> None:
-        if terminal:
-            terminal.write_line(line)
-        else:
-            print(line)
+        REPORT.append(line)
+        if terminal and capture:
+            with capture.global_and_fixture_disabled():
+                terminal.write_line(line)
 
     return write
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("e2e scenario: phases and results")
+        for line in REPORT:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
