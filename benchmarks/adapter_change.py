@@ -22,7 +22,7 @@ import requests
 import yaml
 
 from tests.e2e.load import BackgroundLoad
-from tests.e2e.scenario import API_KEY, Scenario, docker_engine_problem, sh
+from tests.e2e.scenario import API_KEY, Scenario, converged, docker_engine_problem, sh
 
 
 def first_answer(endpoint: str, model: str, started: float, done: dict, deadline: float = 900) -> None:
@@ -59,11 +59,7 @@ def main() -> int:
     if problem:
         print(problem)
         return 2
-    scenario = Scenario("local")
-    try:
-        scenario.create()
-        with scenario.phase("converge"):
-            scenario.deploy()
+    with converged("local") as scenario:
         declared = [dict(a) for a in scenario.data["adapters"]]
         others = [a["name"] for a in declared]
         demo_adapters = scenario.models_root / "lorafleet-demo" / "adapters"
@@ -74,8 +70,7 @@ def main() -> int:
         runtime = measure(scenario, others, "bench-runtime", scenario.deploy)
 
         compose_file = scenario.dir / "stack" / "compose.yaml"
-        original = compose_file.read_text()
-        project = yaml.safe_load(original)
+        project = yaml.safe_load(compose_file.read_text())
         vllm = project["services"]["vllm"]
         shutil.copytree(demo_adapters / "sql", scenario.dir / "adapters" / "bench-restart")
         names = [*others, "bench-runtime", "bench-restart"]
@@ -92,10 +87,7 @@ def main() -> int:
             answered = f"{r['answers_after_s']:.1f} s" if r["answers_after_s"] is not None else "never"
             print(f"{way:<34}{answered:>27}{r['change_took_s']:>12.1f} s{r['failed']:>14} / {r['ok']:<8}")
         print(json.dumps({"runtime": runtime, "restart": restart}, indent=2))
-        compose_file.write_text(original)
         return 0
-    finally:
-        scenario.destroy()
 
 
 if __name__ == "__main__":

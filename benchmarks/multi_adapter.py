@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.scenario import API_KEY, Scenario, docker_engine_problem
+from tests.e2e.scenario import API_KEY, converged, docker_engine_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EIGHT = ["weather", "sql", "email", "calendar", "billing", "search", "notes", "tickets"]
@@ -31,12 +31,8 @@ def main() -> int:
     if problem:
         print(problem)
         return 2
-    scenario = Scenario("local")
-    try:
-        scenario.create()
-        scenario.write_inventory(adapters=[{"name": n, "demo": True} for n in EIGHT], max_loras=8, max_num_seqs=64)
-        with scenario.phase("converge (8 demo adapters)"):
-            scenario.deploy()
+    adapters = [{"name": n, "demo": True} for n in EIGHT]
+    with converged("local", adapters=adapters, max_loras=8, max_num_seqs=64) as scenario:
         RESULTS.mkdir(exist_ok=True)
         command = [
             sys.executable, "-m", "lorafleet.cli", "bench", "--url", scenario.endpoint.removesuffix("/v1"),
@@ -45,8 +41,6 @@ def main() -> int:
             "--out", str(RESULTS / "base-vs-8-adapters.json"), "--chart", str(RESULTS / "base-vs-8-adapters.png"),
         ]
         return subprocess.run(command, env={**os.environ, "LORAFLEET_API_KEY": API_KEY}).returncode
-    finally:
-        scenario.destroy()
 
 
 if __name__ == "__main__":

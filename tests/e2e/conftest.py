@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.scenario import API_KEY, Scenario, docker_engine_problem
+from tests.e2e.scenario import API_KEY, Scenario, converged, docker_engine_problem
 
 PROBLEM = docker_engine_problem()
 
@@ -45,15 +45,9 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def ssh_stack(report):
     """The gateway-shaped SSH target, converged once and shared by every e2e module; destroyed last."""
-    scenario = Scenario("ssh", report=report)
-    try:
-        scenario.create()
-        with scenario.phase("converge"):
-            # At the highest verbosity, with diffs: the secrets test reads this output.
-            scenario.first_deploy = scenario.deploy("-vvv", "--diff")
+    # At the highest verbosity, with diffs: the secrets test reads this output.
+    with converged("ssh", "-vvv", "--diff", report=report) as scenario:
         yield scenario
-    finally:
-        scenario.destroy()
 
 
 class Endpoint:

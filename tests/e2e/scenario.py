@@ -17,46 +17,23 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from typing import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = Path(__file__).resolve().parent / "target"
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
-CI_ENV = Path("/var/tmp/lorafleet/ci.env")
-COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:12]
 # Recognisable fake secrets: the scenario asserts they appear nowhere but the secrets env file.
 HF_TOKEN = "hf_" + "lorafleetE2Efake" + uuid.uuid4().hex
 
 
-def sh(*args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kwargs)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def docker_engine_problem() -> str | None:
-    """Why the e2e scenario cannot run here, or None."""
-    if shutil.which("docker") is None:
-        return "no docker CLI: run `.ci/setup.sh` (installs and starts a Docker engine) to run the e2e scenario"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine reachable (`docker info` failed): run `.ci/setup.sh` to start one, then rerun"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return "docker compose v2 is missing: run `.ci/setup.sh` to install it"
-    return None
-
-
 def cpu_base_image() -> str:
-    """The local base image for the CPU build (no registry here), from the env or .ci/setup.sh's output."""
-    if os.environ.get("LORAFLEET_CPU_BASE_IMAGE"):
-        return os.environ["LORAFLEET_CPU_BASE_IMAGE"]
-    if CI_ENV.is_file():
-        for line in CI_ENV.read_text().splitlines():
-            if line.startswith("LORAFLEET_CPU_BASE_IMAGE="):
-                return line.split("=", 1)[1].strip()
-    return "python:3.11-slim"
+    """The base of the CPU image: the local one where no registry is reachable."""
+    return local_base_image() or "python:3.11-slim"
 
 
 def free_port() -> int:
@@ -263,3 +240,18 @@ class Scenario:
             network_mode="gateway", gateway_container=name, port=8000,
             endpoint_url=f"http://127.0.0.1:{api_port}/v1",
         )
+
+
+@contextmanager
+def converged(kind: str, *deploy_args: str, report=print, **overrides) -> Iterator[Scenario]:
+    """A created and converged scenario (declared state changed by `overrides`), destroyed on exit."""
+    scenario = Scenario(kind, report=report)
+    try:
+        scenario.create()
+        if overrides:
+            scenario.write_inventory(**overrides)
+        with scenario.phase("converge"):
+            scenario.first_deploy = scenario.deploy(*deploy_args)
+        yield scenario
+    finally:
+        scenario.destroy()

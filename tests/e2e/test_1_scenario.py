@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.scenario import Scenario
+from tests.e2e.scenario import converged
 
 
 @pytest.fixture(scope="module")
 def local_stack(report):
-    scenario = Scenario("local", report=report)
-    try:
-        scenario.create()
-        with scenario.phase("converge"):
-            scenario.first_deploy = scenario.deploy()
+    with converged("local", report=report) as scenario:
         yield scenario
-    finally:
-        scenario.destroy()
 
 
 @pytest.fixture(params=["ssh", "local"])
