@@ -140,7 +140,8 @@ def summarize_metrics(
 
     return {
         "started_at": start,
-        "uptime_s": (now - start) if start else None,
+        # The server's clock and ours can differ by a hair (a just-started fake server reads as negative).
+        "uptime_s": max(0.0, now - start) if start else None,
         "running": metric_sum(samples, RUNNING),
         "waiting": metric_sum(samples, WAITING),
         "kv_cache_usage": metric_sum(samples, KV_USAGE),

@@ -164,6 +164,8 @@ class Scenario:
         return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
 
     def destroy(self) -> None:
+        if not self.dir.exists() and not self.target_id:
+            return  # destroyed already
         with self.phase("destroy"):
             compose = self.dir / "stack" / "compose.yaml"
             if compose.is_file():
@@ -175,12 +177,14 @@ class Scenario:
             if self.target_id:
                 sh("docker", "rm", "-f", "-v", self.target_id, check=False)
             shutil.rmtree(self.dir, ignore_errors=True)
+        self.removed_target, self.target_id = self.target_id, None
 
     def leftovers(self) -> list[str]:
         """What destroy should have removed but did not."""
         left = sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}", check=False).stdout.split()
-        if self.target_id and sh("docker", "inspect", self.target_id, check=False).returncode == 0:
-            left.append(self.target_id)
+        target = self.target_id or getattr(self, "removed_target", None)
+        if target and sh("docker", "inspect", target, check=False).returncode == 0:
+            left.append(target)
         if self.dir.exists():
             left.append(str(self.dir))
         return left

@@ -36,10 +36,12 @@ def test_idempotence_second_run_changes_nothing(stack):
 def test_verify_the_users_testinfra_suite_passes(stack):
     with stack.phase("verify"):
         result = stack.verify()
-    adapters = {a["name"] for a in stack.data["adapters"]}
     for line in result.stdout.splitlines():
-        if line.split(":")[0].lstrip(".s") in adapters or " passed" in line:
-            stack.report(f"[e2e {stack.kind}] verify: {line.lstrip('.s')}")
+        for name in [a["name"] for a in stack.data["adapters"]]:
+            if f"{name}: " in line:
+                stack.report(f"[e2e {stack.kind}] verify: {line[line.index(name + ': '):]}")
+        if " passed" in line:
+            stack.report(f"[e2e {stack.kind}] verify: {line}")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
