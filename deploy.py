@@ -11,7 +11,7 @@ from lorafleet.tasks import adapters, gateway, image, models, preflight, secrets
 settings = host_settings(host)  # every setting validated here, before anything is planned
 preflight.check(settings)  # docker + compose v2, the GPU (cuda), storage roots as the daemon sees them
 storage.ensure(settings)  # storage roots, cache folders, the stack folder
-secrets.upload(settings)  # the 0600 env file: HF_TOKEN, the vLLM API key
+secrets.upload(settings)  # the 0600 env files: the vLLM API key, HF_TOKEN
 gateway.stage(settings)  # the gateway project's files, for the bootstrap (never recreated here)
 image.ensure(settings)  # pull the pinned CUDA image, or build the CPU image
 models.ensure_base(settings)  # the base model: hub download, laptop upload or demo build

@@ -66,7 +66,13 @@ class Paths:
 
     @property
     def env_file(self) -> str:
+        """vLLM's secrets (the API key): a change recreates the container."""
         return f"{self.secrets_dir}/serving.env"
+
+    @property
+    def hub_env_file(self) -> str:
+        """The downloads' secret (HF_TOKEN), apart so a new token never restarts vLLM."""
+        return f"{self.secrets_dir}/hub.env"
 
     @property
     def cpu_build_dir(self) -> str:
@@ -188,13 +194,19 @@ def render_compose(s: Settings) -> str:
 
 
 def render_env_file(s: Settings) -> str:
-    """The secrets env file (0600 on the host): the only place secrets land."""
-    lines = ["# Written by lorafleet. Secrets live only here on the host."]
-    if s.secrets.hf_token:
-        lines.append(f"HF_TOKEN={s.secrets.hf_token}")
+    """vLLM's secrets env file (0600 on the host)."""
+    lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
     if s.secrets.api_key:
         # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
         lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
+    return "\n".join(lines) + "\n"
+
+
+def render_hub_env_file(s: Settings) -> str:
+    """The secrets env file of the download containers (0600 on the host)."""
+    lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
+    if s.secrets.hf_token:
+        lines.append(f"HF_TOKEN={s.secrets.hf_token}")
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +253,7 @@ def hub_download_command(s: Settings, repo: str, revision: str, dest: str, check
         "snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], token=os.environ.get('HF_TOKEN') or None)"
     )
     run = (
-        f"docker run --rm --env-file {p.env_file} -e HF_HUB_OFFLINE=0 -e HF_HOME={s.cache_root}/huggingface "
+        f"docker run --rm --env-file {p.hub_env_file} -e HF_HUB_OFFLINE=0 -e HF_HOME={s.cache_root}/huggingface "
         f"-v {parent}:{parent} -v {s.cache_root}:{s.cache_root} -v {p.serve_dir}:{CONTAINER_SERVE_DIR}:ro "
         f"--entrypoint python3 {serving_image(s)}"
     )

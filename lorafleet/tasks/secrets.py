@@ -1,4 +1,4 @@
-"""Secrets: the 0600 env file the serving containers read (HF_TOKEN, vLLM API key)."""
+"""Secrets: the 0600 env files: vLLM's (the API key) and the downloads' (HF_TOKEN)."""
 
 from __future__ import annotations
 
@@ -13,5 +13,11 @@ def upload(s: Settings) -> None:
         name="Upload the secrets env file (0600)",
         content=SecretText(plan.render_env_file(s)),
         dest=p.env_file,
+        temp_dir=p.secrets_dir,
+    )
+    secret_file(
+        name="Upload the hub token env file (0600)",
+        content=SecretText(plan.render_hub_env_file(s)),
+        dest=p.hub_env_file,
         temp_dir=p.secrets_dir,
     )

@@ -14,9 +14,10 @@ def test_no_secret_in_the_deploy_output_at_the_highest_verbosity(ssh_stack):
         assert secret not in output
 
 
-def test_secrets_live_only_in_the_0600_env_file(ssh_stack):
-    env_file = ssh_stack.dir / "stack" / "secrets" / "serving.env"
-    for secret in (API_KEY, HF_TOKEN):
-        assert ssh_stack.files_containing(secret) == ["stack/secrets/serving.env"]
-    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
+def test_secrets_live_only_in_their_0600_env_files(ssh_stack):
+    secrets = ssh_stack.dir / "stack" / "secrets"
+    assert ssh_stack.files_containing(API_KEY) == ["stack/secrets/serving.env"]
+    assert ssh_stack.files_containing(HF_TOKEN) == ["stack/secrets/hub.env"]
+    for env_file in secrets.iterdir():
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600, env_file
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700

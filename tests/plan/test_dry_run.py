@@ -23,6 +23,7 @@ EXPECTED_STEPS = [
     "Upload entrypoint.py",
     "Upload sync_adapters.py",
     "Upload the secrets env file (0600)",
+    "Upload the hub token env file (0600)",
     "Stage the gateway's compose.yaml",
     "Stage the gateway's .env",
     "Pull the serving image vllm/vllm-openai:v0.32.0",

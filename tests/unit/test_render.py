@@ -74,8 +74,9 @@ def test_environment_and_volumes_keep_path_parity(gpu):
 def test_secrets_reach_only_the_env_file(gpu):
     compose = plan.render_compose(gpu)
     assert "hf_render_test_token" not in compose and "render-test-api-key" not in compose
-    env = plan.render_env_file(gpu)
-    assert "HF_TOKEN=hf_render_test_token" in env and "VLLM_API_KEY=render-test-api-key" in env
+    assert plan.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
+    assert plan.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
+    assert f"--env-file {gpu.stack_dir}/secrets/hub.env" in plan.hub_download_command(gpu, "a/b", "main", "/x/b")
 
 
 def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path):
