@@ -13,6 +13,7 @@ requests to the other adapters meanwhile. Everything it made is removed at the e
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import threading
@@ -50,16 +51,19 @@ def measure(scenario: Scenario, others: list[str], new: str, change) -> dict:
         change_seconds = time.monotonic() - started
         poller.join()
         time.sleep(2)
-    return {"answers_after_s": done.get("seconds"), "change_took_s": change_seconds,
+    return {"answers_after_s": done.get("seconds"), "change_took_s": change_seconds, "outage_s": load.outage_seconds,
             "failed": load.failed, "ok": load.ok, "failures": dict(load.failures)}
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vllm-env", default="{}", help="JSON of extra vLLM environment, to compare engine settings")
+    args = parser.parse_args()
     problem = docker_engine_problem()
     if problem:
         print(problem)
         return 2
-    with converged("local") as scenario:
+    with converged("local", vllm_env=json.loads(args.vllm_env)) as scenario:
         declared = [dict(a) for a in scenario.data["adapters"]]
         others = [a["name"] for a in declared]
         demo_adapters = scenario.models_root / "lorafleet-demo" / "adapters"
@@ -82,10 +86,10 @@ def main() -> int:
         restart = measure(scenario, others, "bench-restart", lambda: sh(*compose, "up", "-d", timeout=900))
 
         print("\nAdding one adapter while 4 clients keep calling the other adapters (CPU stack, one run):")
-        print(f"{'way':<34}{'new adapter answers after':>27}{'change took':>14}{'failed / ok requests':>24}")
+        print(f"{'way':<38}{'new adapter answers after':>27}{'others down for':>17}{'failed / ok requests':>24}")
         for way, r in (("lorafleet (deploy, runtime load)", runtime), ("restart (--lora-modules, compose up)", restart)):
             answered = f"{r['answers_after_s']:.1f} s" if r["answers_after_s"] is not None else "never"
-            print(f"{way:<34}{answered:>27}{r['change_took_s']:>12.1f} s{r['failed']:>14} / {r['ok']:<8}")
+            print(f"{way:<38}{answered:>27}{r['outage_s']:>15.1f} s{r['failed']:>14} / {r['ok']:<8}")
         print(json.dumps({"runtime": runtime, "restart": restart}, indent=2))
         return 0
 

@@ -25,6 +25,7 @@ class BackgroundLoad:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.started = self.stopped = 0.0
+        self.first_failure = self.last_failure = None
 
     @property
     def failed(self) -> int:
@@ -48,8 +49,13 @@ class BackgroundLoad:
             with self._lock:
                 if error:
                     self.failures[error] += 1
+                    now = time.monotonic()
+                    self.first_failure = self.first_failure or now
+                    self.last_failure = now
                 else:
                     self.ok += 1
+            if error:
+                time.sleep(0.1)  # a refused connection returns at once: do not spin
 
     def __enter__(self) -> "BackgroundLoad":
         self.started = time.monotonic()
@@ -65,6 +71,12 @@ class BackgroundLoad:
             thread.join(timeout=180)
         self.stopped = time.monotonic()
 
+    @property
+    def outage_seconds(self) -> float:
+        """From the first failed request to the last: how long the other adapters were down."""
+        return (self.last_failure - self.first_failure) if self.first_failure else 0.0
+
     def summary(self) -> str:
         seconds = (self.stopped or time.monotonic()) - self.started
-        return f"{self.ok} ok, {self.failed} failed in {seconds:.0f} s {dict(self.failures) or ''}".strip()
+        outage = f", failing for {self.outage_seconds:.1f} s" if self.failed else ""
+        return f"{self.ok} ok, {self.failed} failed in {seconds:.0f} s{outage} {dict(self.failures) or ''}".strip()
