@@ -27,6 +27,10 @@ def main() -> None:
         applied[adapter["name"]] = adapter.get("version", "")
     with open(APPLIED, "w", encoding="utf-8") as f:
         json.dump(applied, f)
+    if os.environ.get("LORAFLEET_NICE"):
+        # On the CPU profile vLLM keeps every core busy; a lower priority lets the deploy
+        # (and the rest of the machine) run while it serves. Its threads inherit this.
+        os.nice(int(os.environ["LORAFLEET_NICE"]))
     args = ["vllm", "serve", *sys.argv[1:]]
     if modules:
         args += ["--lora-modules", *modules]
