@@ -144,15 +144,18 @@ class ServingState(FactBase):
         }
 
 
-class SubFolders(FactBase):
-    """Names of the folders directly under a path."""
+class ManagedFolders(FactBase):
+    """Names of the folders under a path that lorafleet put there (they hold its .lorafleet-source marker)."""
 
     @staticmethod
     def default():
         return []
 
     def command(self, path: str) -> str:
-        return f"find {shlex.quote(path)} -mindepth 1 -maxdepth 1 -type d -printf '%f\\n' 2>/dev/null || true"
+        return (
+            f"find {shlex.quote(path)} -mindepth 2 -maxdepth 2 -name .lorafleet-source -printf '%h\\n' 2>/dev/null"
+            " | xargs -r -n1 basename || true"
+        )
 
     def process(self, output):
         return sorted(line.strip() for line in output if line.strip())

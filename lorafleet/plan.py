@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,6 +249,7 @@ def hub_download_command(s: Settings, repo: str, revision: str, dest: str, check
     the marker file records what is there.
     """
     p = paths(s)
+    q = shlex.quote
     staging = f"{dest}.partial"
     parent = dest.rsplit("/", 1)[0]
     script = (
@@ -255,30 +257,32 @@ def hub_download_command(s: Settings, repo: str, revision: str, dest: str, check
         "snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], token=os.environ.get('HF_TOKEN') or None)"
     )
     run = (
-        f"docker run --rm --env-file {p.hub_env_file} -e HF_HUB_OFFLINE=0 -e HF_HOME={s.cache_root}/huggingface "
-        f"-v {parent}:{parent} -v {s.cache_root}:{s.cache_root} -v {p.serve_dir}:{CONTAINER_SERVE_DIR}:ro "
-        f"--entrypoint python3 {serving_image(s)}"
+        f"docker run --rm --env-file {q(p.hub_env_file)} -e HF_HUB_OFFLINE=0 -e HF_HOME={q(s.cache_root + '/huggingface')} "
+        f"-v {q(parent + ':' + parent)} -v {q(s.cache_root + ':' + s.cache_root)} -v {q(p.serve_dir + ':' + CONTAINER_SERVE_DIR + ':ro')} "
+        f"--entrypoint python3 {q(serving_image(s))}"
     )
-    steps = [f"rm -rf {staging}", f"{run} -c {json.dumps(script)} {repo} {revision} {staging}"]
+    steps = [f"mkdir -p {q(parent)}", f"rm -rf {q(staging)}", f"{run} -c {q(script)} {q(repo)} {q(revision)} {q(staging)}"]
     if check_adapter:
-        base = f" --base-model {s.adapter_base_name}" if s.check_adapter_base else ""
+        base = f" --base-model {q(s.adapter_base_name)}" if s.check_adapter_base else ""
         steps.append(
-            f"{run} {CONTAINER_SERVE_DIR}/adapter_check.py {staging} --name {check_adapter} "
+            f"{run} {CONTAINER_SERVE_DIR}/adapter_check.py {q(staging)} --name {q(check_adapter)} "
             f"--max-lora-rank {s.max_lora_rank}{base}"
         )
-    steps += [f"echo {repo}@{revision} > {staging}/.lorafleet-source", f"rm -rf {dest}", f"mv {staging} {dest}"]
+    steps += [f"echo {q(repo + '@' + revision)} > {q(staging + '/.lorafleet-source')}", f"rm -rf {q(dest)}", f"mv {q(staging)} {q(dest)}"]
     return " && ".join(steps)
 
 
 def demo_adapter_command(s: Settings, name: str, marker: str) -> str:
     """Copy one demo adapter from the demo build into adapters_root, marked with the build's hash."""
+    q = shlex.quote
     dest = s.adapter_dir(name)
+    staging = f"{dest}.partial"
     return " && ".join([
-        f"rm -rf {dest}.partial",
-        f"cp -a {s.demo_dir}/adapters/{name} {dest}.partial",
-        f"echo {marker} > {dest}.partial/.lorafleet-source",
-        f"rm -rf {dest}",
-        f"mv {dest}.partial {dest}",
+        f"rm -rf {q(staging)}",
+        f"cp -a {q(s.demo_dir + '/adapters/' + name)} {q(staging)}",
+        f"echo {q(marker)} > {q(staging + '/.lorafleet-source')}",
+        f"rm -rf {q(dest)}",
+        f"mv {q(staging)} {q(dest)}",
     ])
 
 

@@ -20,7 +20,14 @@ PROFILES = ("cuda", "cpu")
 NETWORK_MODES = ("gateway", "publish")
 BASE_MODEL_SOURCES = ("hub", "upload", "demo")
 # Adapter names become URL path parts, folder names and the OpenAI `model` field.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+# Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
+SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
+COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -92,8 +99,11 @@ class Settings:
         """Where the base model lives on the host (and, by path parity, in the container)."""
         if self.base_model_source == "demo":
             return f"{self.models_root}/lorafleet-demo/base"
-        name = self.base_model if self.base_model_source == "hub" else Path(self.base_model).name
-        return f"{self.models_root}/{name.replace('/', '--')}"
+        if self.base_model_source == "hub":
+            # One folder per revision: a new revision never overwrites the one being served,
+            # so a rollback finds its model again.
+            return f"{self.models_root}/{self.base_model.replace('/', '--')}/{self.base_model_revision.replace('/', '--')}"
+        return f"{self.models_root}/{re.sub(r'[^A-Za-z0-9._-]', '_', Path(self.base_model).name)}"
 
     def adapter_dir(self, name: str) -> str:
         return f"{self.adapters_root}/{name}"
@@ -176,7 +186,19 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
                 "daemon, which resolves them on its own filesystem; give a path starting with /"
             )
             return str(value)
-        return value.rstrip("/") or "/"
+        value = value.rstrip("/")
+        if not SAFE_PATH.match(value):
+            problems.append(
+                f"{key}={value or '/'!r} must be a folder below / of letters, digits and . _ - @ + "
+                "(no spaces or ':', which break volume specs and shell commands)"
+            )
+        return value
+
+    def pattern(key: str, regex: re.Pattern, allowed: str) -> str:
+        value = str(need(key) or "")
+        if not regex.match(value):
+            problems.append(f"{key}={value!r} is not allowed: {allowed}")
+        return value
 
     profile = choice("profile", PROFILES)
     network_mode = choice("network_mode", NETWORK_MODES)
@@ -207,7 +229,7 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         )
     if source == "upload" and check_sources and not Path(str(base_model)).expanduser().is_dir():
         problems.append(f"base_model={base_model!r} (base_model_source='upload') is not a folder on this laptop")
-    if served and not SAFE_NAME.match(str(served)) and "/" not in str(served):
+    if not SERVED_NAME.match(str(served)):
         problems.append(f"served_model_name={served!r} must be letters, digits, '.', '_', '-' or '/'")
 
     adapters = _adapters(d.get("adapters"), served, source, problems, check_sources)
@@ -241,11 +263,11 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
     settings = Settings(
         profile=profile or "",
         cuda_image=_image(d, "cuda_image", problems),
-        cpu_vllm_version=str(need("cpu_vllm_version") or ""),
-        cpu_base_image=str(need("cpu_base_image") or ""),
+        cpu_vllm_version=pattern("cpu_vllm_version", VERSION, "use a release number like 0.32.0"),
+        cpu_base_image=pattern("cpu_base_image", IMAGE_REF, "use an image reference with a tag, like python:3.11-slim"),
         base_model_source=source or "",
-        base_model=str(base_model),
-        base_model_revision=str(need("base_model_revision") or ""),
+        base_model=str(Path(str(base_model)).expanduser().resolve()) if source == "upload" else str(base_model),
+        base_model_revision=pattern("base_model_revision", REVISION, "use a branch, tag or commit sha"),
         base_model_gated=bool(d.get("base_model_gated")),
         served_model_name=str(served),
         adapters=tuple(adapters),
@@ -253,7 +275,7 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         adapters_root=abs_path("adapters_root"),
         cache_root=abs_path("cache_root"),
         stack_dir=abs_path("stack_dir"),
-        compose_project=str(need("compose_project") or ""),
+        compose_project=pattern("compose_project", COMPOSE_PROJECT, "use lower-case letters, digits, '_' and '-'"),
         network_mode=network_mode or "",
         gateway_container=str(d.get("gateway_container") or ""),
         publish_address=str(d.get("publish_address") or "127.0.0.1"),
@@ -277,6 +299,14 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         secrets=secrets,
         warnings=tuple(_warnings(max_loras, len(adapters))),
     )
+    roots = {"models_root": settings.models_root, "adapters_root": settings.adapters_root,
+             "cache_root": settings.cache_root, "stack_dir": settings.stack_dir}
+    for key, path in roots.items():
+        for other, other_path in roots.items():
+            if key < other and path and other_path and (
+                path == other_path or path.startswith(other_path + "/") or other_path.startswith(path + "/")
+            ):
+                problems.append(f"{key}={path} and {other}={other_path} overlap: give each its own folder")
     if settings.network_mode == "gateway" and not settings.gateway_container:
         problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
     if check_sources:
@@ -297,7 +327,7 @@ def _warnings(max_loras: int, adapter_count: int) -> list[str]:
 
 def _image(d: Mapping[str, Any], key: str, problems: list[str]) -> str:
     value = str(d.get(key) or "")
-    if not value or value.endswith(":latest") or ":" not in value.rsplit("/", 1)[-1]:
+    if not IMAGE_REF.match(value) or value.endswith(":latest"):
         problems.append(f"{key}={value!r} must name a pinned tag (e.g. vllm/vllm-openai:v0.32.0), never latest")
     return value
 
@@ -315,10 +345,10 @@ def _adapters(raw: Any, served: str, source: str | None, problems: list[str], ch
             continue
         name = str(entry["name"])
         where = f"adapters[{index}] (name={name!r})"
-        if not SAFE_NAME.match(name):
+        if not SAFE_NAME.match(name) or len(name) > 64 or name.endswith(".partial"):
             problems.append(
                 f"{where}: the name is not a safe identifier: use letters, digits, '.', '_' or '-' "
-                "(at most 64, starting with a letter or digit)"
+                "(at most 64, starting with a letter or digit, not ending in .partial)"
             )
         if name == served:
             problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
@@ -338,7 +368,10 @@ def _adapters(raw: Any, served: str, source: str | None, problems: list[str], ch
             repo = str(entry["hub"])
             if not HUB_REPO.match(repo):
                 problems.append(f"{where}: hub={repo!r} is not a repo id like 'you/sql-lora'")
-            adapters.append(Adapter(name=name, kind="hub", source=repo, revision=str(entry.get("revision") or "main")))
+            revision = str(entry.get("revision") or "main")
+            if not REVISION.match(revision):
+                problems.append(f"{where}: revision={revision!r} is not a branch, tag or commit sha")
+            adapters.append(Adapter(name=name, kind="hub", source=repo, revision=revision))
         else:
             folder = str(Path(str(entry["path"])).expanduser())
             if check_sources and not Path(folder).is_dir():

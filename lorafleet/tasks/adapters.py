@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
+from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.operations import files, server
 
 from lorafleet import plan
-from lorafleet.facts import SubFolders
+from lorafleet.facts import ManagedFolders
 from lorafleet.settings import Settings
 from lorafleet.tasks.models import marker_is
 
@@ -32,6 +34,12 @@ def ensure(s: Settings) -> dict[str, str]:
             # Validated on the laptop by the settings; delete=False: never remove files the user put there.
             files.sync(name=f"Upload adapter {adapter.name}", src=adapter.source, dest=dest, delete=False)
             versions[adapter.name] = folder_version(adapter.source)
+            # The marker says lorafleet put this folder here: only such folders may ever be pruned.
+            files.put(
+                name=f"Mark adapter {adapter.name}",
+                src=StringIO(f"path:{versions[adapter.name]}\n"),
+                dest=f"{dest}/.lorafleet-source",
+            )
         elif adapter.kind == "hub":
             wanted = f"{adapter.source}@{adapter.revision}"
             if not marker_is(f"{dest}/.lorafleet-source", wanted):
@@ -49,10 +57,16 @@ def ensure(s: Settings) -> dict[str, str]:
 
 
 def prune(s: Settings) -> None:
-    """Delete folders of adapters no longer declared, only when the user asked (prune_adapters)."""
+    """Delete folders of adapters no longer declared, only when the user asked (prune_adapters).
+
+    Only folders lorafleet put there (with its marker) are candidates: never a user's own files.
+    """
     if not s.prune_adapters:
         return
     declared = {a.name for a in s.adapters}
-    for folder in host.get_fact(SubFolders, path=s.adapters_root):
+    for folder in host.get_fact(ManagedFolders, path=s.adapters_root):
         if folder not in declared:
-            server.shell(name=f"Prune undeclared adapter folder {folder}", commands=[f"rm -rf {s.adapters_root}/{folder}"])
+            server.shell(
+                name=f"Prune undeclared adapter folder {folder}",
+                commands=[f"rm -rf {shlex.quote(s.adapter_dir(folder))}"],
+            )

@@ -58,6 +58,16 @@ BAD_INPUTS = [
     ("adapter named like the base", {"adapters": [{"name": "functiongemma-270m-it", "hub": "a/b"}]}, "equals served_model_name"),
     ("missing adapter source", {"adapters": [{"name": "sql", "path": "/nonexistent/sql-lora"}]}, "does not exist on this laptop"),
     ("adapter with two sources", {"adapters": [{"name": "sql", "path": "/x", "hub": "a/b"}]}, "give exactly one source"),
+    ("space in a storage path", {"adapters_root": "/mnt/e/AI Models/adapters"}, "adapters_root='/mnt/e/AI Models/adapters' must be a folder"),
+    ("colon in a storage path", {"cache_root": "/mnt/d/a:b"}, "cache_root='/mnt/d/a:b' must be a folder"),
+    ("the root folder", {"models_root": "/"}, "models_root='/' must be a folder"),
+    ("overlapping roots", {"adapters_root": "/mnt/d/AI_Models/base/adapters"}, "overlap: give each its own folder"),
+    ("revision with shell characters", {"base_model_revision": "main;id"}, "base_model_revision='main;id' is not allowed"),
+    ("adapter revision with shell characters", {"adapters": [{"name": "sql", "hub": "a/b", "revision": "$(id)"}]}, "is not a branch, tag or commit sha"),
+    ("image with shell characters", {"cuda_image": "vllm/vllm-openai:v0.32.0;id"}, "must name a pinned tag"),
+    ("compose project with capitals", {"compose_project": "LoraFleet"}, "compose_project='LoraFleet' is not allowed"),
+    ("adapter name ending in .partial", {"adapters": [{"name": "sql.partial", "hub": "a/b"}]}, "name is not a safe identifier"),
+    ("empty served name", {"served_model_name": ""}, "served_model_name=''"),
 ]
 
 
