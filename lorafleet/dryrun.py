@@ -10,6 +10,6 @@ FAKE_GPU_HOST_DATA = {
     "endpoint_host": "gpu-box",
     "fake_responses": {
         "docker version --format": ["server=28.2.2", "compose=2.40.3"],
-        "[ ! -d ": ["0=ok", "1=ok", "2=ok"],
+        "[ ! -d ": ["0=ok", "1=ok", "2=ok", "3=ok"],
     },
 }

@@ -113,7 +113,7 @@ class ServingState(FactBase):
         )
         return "; ".join(parts)
 
-    ABSENT = {"exists": False, "running": False, "healthy": False, "served": None}
+    ABSENT = {"exists": False, "running": False, "healthy": False, "served": None, "applied": {}}
 
     @staticmethod
     def default():
@@ -126,9 +126,13 @@ class ServingState(FactBase):
             return dict(self.ABSENT)
         status, health, started, network, engine = fields[:5]
         try:
-            served = json.loads(values["served"]) if values.get("served") else None
+            report = json.loads(values["served"]) if values.get("served") else None
         except ValueError:
-            served = None
+            report = None
+        if report is not None and "served" not in report:
+            report = {"served": report, "applied": {}}  # a container started by an older lorafleet
+        served = report["served"] if report else None
+        applied = report.get("applied", {}) if report else {}
         gateway_id, _, gateway_started = (values.get("gateway") or "").partition("|")
         return {
             "exists": True,
@@ -141,6 +145,7 @@ class ServingState(FactBase):
                 network != f"container:{gateway_id}" or _timestamp(gateway_started) > _timestamp(started)
             ),
             "served": served,
+            "applied": applied,
         }
 
 

@@ -84,6 +84,11 @@ class Paths:
         return f"{self.stack_dir}/demo/build_demo_model.py"
 
     @property
+    def env_applied(self) -> str:
+        """The hash of the secrets env file the running vLLM was started with."""
+        return f"{self.secrets_dir}/serving.env.applied"
+
+    @property
     def state_file(self) -> str:
         """The last compose file that became healthy: what a rollback brings back."""
         return f"{self.stack_dir}/compose.last-good.yaml"
@@ -174,13 +179,30 @@ def serve_files_hash() -> str:
     return sha256_hex(*(p.read_bytes() for _, p in sorted(SERVE_FILES.items())))
 
 
+def base_model_identity(s: Settings) -> str:
+    """What identifies the base model's weights, beyond its folder."""
+    if s.base_model_source == "demo":
+        return demo_inputs_hash(s)
+    if s.base_model_source == "upload":
+        # Names, sizes and times: cheap on a model of gigabytes, and changes with any re-save.
+        return sha256_hex(*(
+            f"{p.relative_to(s.base_model)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            for p in sorted(Path(s.base_model).rglob("*")) if p.is_file()
+        ))
+    return f"{s.base_model}@{s.base_model_revision}"
+
+
+def engine_hash(s: Settings) -> str:
+    """Changes exactly when the container must be recreated: image, weights, flags, environment, entrypoint."""
+    return sha256_hex(serving_image(s), base_model_identity(s), json.dumps(vllm_args(s)),
+                      json.dumps(vllm_environment(s)), serve_files_hash())
+
+
 def render_compose(s: Settings) -> str:
     """The serving compose project. Changes only with the engine (image, base model, flags)."""
     args = vllm_args(s)
     environment = vllm_environment(s)
     image = serving_image(s)
-    # The label makes compose recreate the container when the entrypoint code changes too.
-    engine_hash = sha256_hex(image, json.dumps(args), json.dumps(environment), serve_files_hash())
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, autoescape=False
     ).get_template("serving-compose.yaml.j2")
@@ -192,7 +214,8 @@ def render_compose(s: Settings) -> str:
         environment=environment,
         env_file=paths(s).env_file,
         volumes=volumes(s),
-        engine_hash=engine_hash,
+        # The label makes compose recreate the container when the weights or the entrypoint change too.
+        engine_hash=engine_hash(s),
     ) + "\n"
 
 
@@ -295,7 +318,8 @@ def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> st
     p = paths(s)
     up = up_command(s, force_recreate)
     return (
-        f"if {up}; then cp {p.compose_file} {p.state_file}; else "
+        f"if {up}; then cp {p.compose_file} {p.state_file}; "
+        f"sha1sum {p.env_file} | cut -d' ' -f1 > {p.env_applied}; else "
         f"echo 'lorafleet: vLLM did not become healthy within {s.health_timeout_seconds}s; last log lines:' >&2; "
         f"docker logs --tail 40 {container_name(s)} >&2; "
         f"if [ -f {p.state_file} ]; then echo 'lorafleet: rolling back to the last good compose project' >&2; "

@@ -4,7 +4,7 @@ Runs inside the vLLM container (`docker exec`), where the server is on
 localhost and the API key is in the environment:
 
     python3 /lorafleet/sync_adapters.py            # load, reload and unload to match the manifest
-    python3 /lorafleet/sync_adapters.py --served   # print the served adapters as JSON
+    python3 /lorafleet/sync_adapters.py --served   # print the served adapters and their applied versions as JSON
     python3 /lorafleet/sync_adapters.py --verify   # exit 1 unless served == declared
 """
 
@@ -58,8 +58,9 @@ def sync() -> int:
     current = served()
     failures = []
 
-    def load(name: str) -> bool:
-        status, text = request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": declared[name]["path"]})
+    def load(name: str, inplace: bool = False) -> bool:
+        body = {"lora_name": name, "lora_path": declared[name]["path"], "load_inplace": inplace}
+        status, text = request("POST", "/v1/load_lora_adapter", body)
         if status != 200:
             failures.append(f"load {name}: HTTP {status}: {text[:300]}")
             return False
@@ -71,9 +72,8 @@ def sync() -> int:
             if load(name):
                 print(f"loaded {name}")
         elif applied.get(name) != declared[name].get("version", ""):
-            # vLLM cannot swap weights under a loaded name: unload, then load the new weights.
-            request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
-            if load(name):
+            # In place: the adapter keeps answering (old weights, then new) with no 404 in between.
+            if load(name, inplace=True):
                 print(f"reloaded {name}")
     for name in sorted(set(current) - set(declared)):
         status, text = request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--verify", action="store_true")
     args = parser.parse_args()
     if args.served:
-        print(json.dumps(served(), sort_keys=True))
+        print(json.dumps({"served": served(), "applied": load_json(APPLIED, {})}, sort_keys=True))
         return 0
     return verify() if args.verify else sync()
 

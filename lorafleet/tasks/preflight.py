@@ -20,7 +20,8 @@ def check(s: Settings) -> None:
         )
     if not versions["compose"]:
         problems.append("docker compose v2 is missing (`docker compose version` failed): install the compose plugin")
-    roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root}
+    roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root,
+             "stack_dir": s.stack_dir}
     states = host.get_fact(StorageRoots, paths=tuple(roots.values()), in_gateway=s.network_mode == "gateway")
     for (key, path), state in zip(roots.items(), [*states, *["missing"] * len(roots)]):
         if state == "missing" and not host.data.get("create_storage_roots"):

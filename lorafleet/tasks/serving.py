@@ -8,7 +8,7 @@ from pyinfra import host, logger
 from pyinfra.operations import files, server
 
 from lorafleet import plan
-from pyinfra.facts.files import Sha1File
+from pyinfra.facts.files import FileContents
 
 from lorafleet.facts import ServingState
 from lorafleet.settings import Settings
@@ -25,16 +25,23 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
     compose = files.put(name="Render the serving compose project", src=StringIO(plan.render_compose(s)), dest=p.compose_file)
 
     # vLLM reads the secrets env file only when its container is created: a rotated key needs a new one.
-    secrets_changed = state["exists"] and host.get_fact(Sha1File, path=p.env_file) != plan.sha1_hex(plan.render_env_file(s))
+    # Compared with what the running container started with, so a deploy that failed half-way still catches up.
+    applied = host.get_fact(FileContents, path=p.env_applied) or [""]
+    secrets_changed = state["exists"] and applied[0].strip() != plan.sha1_hex(plan.render_env_file(s))
     recreate = state.get("network_stale", False) or secrets_changed
-    needs_start = not state["running"] or not state["healthy"] or recreate
+    # A container that is not from the current compose file (e.g. an interrupted start) is started again.
+    stale_engine = state["exists"] and state.get("engine") != plan.engine_hash(s)
+    needs_start = not state["running"] or not state["healthy"] or recreate or stale_engine
     up = server.shell(
         name="Start vLLM and wait for /health (rolls back on failure)",
         commands=[plan.start_with_rollback_command(s, force_recreate=recreate)],
         _if=lambda: needs_start or compose.did_change(),
     )
     declared = {a.name for a in s.adapters}
-    drifted = state["served"] is not None and set(state["served"]) != declared
+    # Drift: another adapter set, or weights other than the manifest's (e.g. a sync that failed half-way).
+    drifted = state["served"] is not None and (
+        set(state["served"]) != declared or any(state["applied"].get(n) != v for n, v in versions.items())
+    )
     sync = server.shell(
         name="Bring the served adapters to the manifest (no restart)",
         commands=[f"docker exec {container} python3 {plan.CONTAINER_SERVE_DIR}/sync_adapters.py"],

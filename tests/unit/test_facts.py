@@ -7,12 +7,13 @@ RUNNING = "running|healthy|2026-11-26T21:00:00.123456789Z|container:{gid}|abc"
 
 def state(gateway: str, vllm_network: str = "container:g1") -> dict:
     line = RUNNING.format(gid=vllm_network.split(":")[1])
-    return ServingState().process([f"state={line}", f"gateway={gateway}", 'served={"sql": "base"}'])
+    return ServingState().process([f"state={line}", f"gateway={gateway}", 'served={"served": {"sql": "base"}, "applied": {"sql": "v1"}}'])
 
 
 def test_healthy_vllm_in_the_current_gateway_is_not_stale():
     s = state("g1|2026-11-26T20:59:00.5Z")
     assert s["running"] and s["healthy"] and not s["network_stale"] and s["served"] == {"sql": "base"}
+    assert s["applied"] == {"sql": "v1"}
 
 
 def test_a_recreated_gateway_makes_vllm_stale():
