@@ -19,7 +19,7 @@ served_model_name = "functiongemma-270m-it"  # the `model` name of the base in A
 #       {"name": ..., "hub": "you/sql-lora", "revision": "<sha>"} (downloaded on the host).
 adapters = []
 check_adapter_base = True  # refuse adapters trained on another base model (False: serve them anyway)
-prune_adapters = False  # True: delete folders of undeclared adapters from adapters_root (default: only unload them)
+prune_adapters = False  # True: delete the folders the deploy put in adapters_root for adapters no longer declared (default: only unload them)
 
 # --- Storage on the host: fast SSD paths, bound at the same path in every container ---
 models_root = "/mnt/d/AI_Models/base"  # base models
