@@ -319,7 +319,7 @@ def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> st
     up = up_command(s, force_recreate)
     return (
         f"if {up}; then cp {p.compose_file} {p.state_file}; "
-        f"sha1sum {p.env_file} | cut -d' ' -f1 > {p.env_applied}; else "
+        f"(umask 077; sha1sum {p.env_file} | cut -d' ' -f1 > {p.env_applied}); else "
         f"echo 'lorafleet: vLLM did not become healthy within {s.health_timeout_seconds}s; last log lines:' >&2; "
         f"docker logs --tail 40 {container_name(s)} >&2; "
         f"if [ -f {p.state_file} ]; then echo 'lorafleet: rolling back to the last good compose project' >&2; "
