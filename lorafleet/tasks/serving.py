@@ -5,11 +5,10 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host, logger
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from lorafleet import plan
-from pyinfra.facts.files import FileContents
-
 from lorafleet.facts import ServingState
 from lorafleet.settings import Settings
 
@@ -52,4 +51,5 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
         commands=[f"docker exec {container} python3 {plan.CONTAINER_SERVE_DIR}/sync_adapters.py --verify"],
         _if=lambda: up.did_change() or sync.did_change(),
     )
-    logger.info(f"{host.name}: the endpoint is {plan.endpoint_url(s, host.data.get('endpoint_host') or host.name)}")
+    endpoint = host.data.get("endpoint_url") or plan.endpoint_url(s, host.data.get("endpoint_host") or host.name)
+    logger.info(f"{host.name}: the endpoint is {endpoint}")
