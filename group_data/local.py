@@ -1,9 +1,10 @@
 """The local target (`@local`): CPU profile, demo model, paths any Linux machine with Docker has."""
 
-import os
+from lorafleet.local_base import local_base_image
 
 profile = "cpu"
-cpu_base_image = os.environ.get("LORAFLEET_CPU_BASE_IMAGE", "python:3.11-slim")  # a local base where no registry is reachable
+# The official slim image, or where no registry is reachable the local base .ci/setup.sh builds.
+cpu_base_image = local_base_image() or "python:3.11-slim"
 base_model_source = "demo"  # a tiny FunctionGemma-format model built on the host: no token, no download
 base_model = "lorafleet/functiongemma-demo"
 base_model_gated = False

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-CI_ENV = Path("/var/tmp/lorafleet/ci.env")
+from lorafleet.local_base import local_base_image  # noqa: F401 (the tests' one place to ask)
+
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 HOW_TO_ENABLE = "run `.ci/setup.sh` (installs and starts a Docker engine with compose v2), then rerun"
 
@@ -28,15 +28,4 @@ def docker_engine_problem() -> str | None:
         return f"no Docker engine reachable (`docker info` failed): {HOW_TO_ENABLE}"
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         return f"docker compose v2 is missing: {HOW_TO_ENABLE}"
-    return None
-
-
-def local_base_image() -> str | None:
-    """The local base image (no registry here), from the env or .ci/setup.sh's env file."""
-    if os.environ.get("LORAFLEET_CPU_BASE_IMAGE"):
-        return os.environ["LORAFLEET_CPU_BASE_IMAGE"]
-    if CI_ENV.is_file():
-        for line in CI_ENV.read_text().splitlines():
-            if line.startswith("LORAFLEET_CPU_BASE_IMAGE="):
-                return line.split("=", 1)[1].strip()
     return None
