@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HF_TOKEN = "hf_dryRunFakeTokenValue0123456789abcdef"
+HF_TOKEN = "hf_dryRunEXAMPLEtokenValue0123456789abcdef"
 API_KEY = "dry-run-fake-api-key-7f3a9c"
 
 # The GPU plan on a first-time box, in order.
