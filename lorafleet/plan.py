@@ -237,12 +237,21 @@ def render_hub_env_file(s: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def version_link(s: Settings, name: str, version: str) -> str:
+    """A per-version path to an adapter's folder (a symlink to it).
+
+    vLLM keys its prefix cache by adapter name and path: loading new weights under
+    a new path keeps it from reusing KV computed with the old ones.
+    """
+    return f"{s.adapters_root}/.versions/{name}@{sha256_hex(version)}"
+
+
 def manifest(s: Settings, versions: dict[str, str]) -> dict:
     """The adapter manifest vLLM's entrypoint loads at start-up and the sync applies at runtime."""
     return {
         "base_model": s.served_model_name,
         "adapters": [
-            {"name": a.name, "path": s.adapter_dir(a.name), "version": versions.get(a.name, "")}
+            {"name": a.name, "path": version_link(s, a.name, versions[a.name]), "version": versions[a.name]}
             for a in s.adapters
         ],
     }

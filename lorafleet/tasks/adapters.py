@@ -53,6 +53,11 @@ def ensure(s: Settings) -> dict[str, str]:
             if not marker_is(f"{dest}/.lorafleet-source", wanted):
                 server.shell(name=f"Install demo adapter {adapter.name}", commands=[plan.demo_adapter_command(s, adapter.name, wanted)])
             versions[adapter.name] = wanted
+        files.link(
+            name=f"Link adapter {adapter.name} at its version's path",
+            path=plan.version_link(s, adapter.name, versions[adapter.name]),
+            target=f"../{adapter.name}",
+        )
     return versions
 
 
@@ -68,5 +73,8 @@ def prune(s: Settings) -> None:
         if folder not in declared:
             server.shell(
                 name=f"Prune undeclared adapter folder {folder}",
-                commands=[f"rm -rf {shlex.quote(s.adapter_dir(folder))}"],
+                commands=[
+                    f"rm -rf {shlex.quote(s.adapter_dir(folder))}",
+                    f"rm -f {shlex.quote(s.adapters_root + '/.versions/' + folder)}@*",
+                ],
             )

@@ -86,9 +86,12 @@ def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path)
     after = build_settings({**gpu_data, "adapters": [{"name": "sql", "path": make_adapter(tmp_path)}]}, SECRETS)
     assert plan.render_compose(before) == plan.render_compose(after)
     assert plan.render_manifest(before, {}) != plan.render_manifest(after, {"sql": "v1"})
-    assert plan.manifest(after, {"sql": "v1"})["adapters"] == [
-        {"name": "sql", "path": f"{after.adapters_root}/sql", "version": "v1"}
-    ]
+    entry = plan.manifest(after, {"sql": "v1"})["adapters"][0]
+    assert (entry["name"], entry["version"]) == ("sql", "v1")
+    assert entry["path"].startswith(f"{after.adapters_root}/.versions/sql@")
+    assert plan.manifest(after, {"sql": "v2"})["adapters"][0]["path"] != entry["path"], (
+        "new weights load under a new path, so vLLM's prefix cache cannot serve KV of the old ones"
+    )
 
 
 def test_engine_changes_change_the_compose(gpu_data):
