@@ -4,9 +4,10 @@ Precedence, first match wins, separately for the URL and for the API key:
 
 1. an explicit flag (``--url`` / ``--api-key``);
 2. the environment: ``LORAFLEET_URL``; ``LORAFLEET_API_KEY``, then ``VLLM_API_KEY``;
-3. the key file ``.state/api-key`` in the project root (the folder holding
-   ``deploy.py``, found by walking up from the current directory); the deploy
-   writes it, mode 0600, when it generates a key;
+3. in the project root (the folder holding ``deploy.py``, found by walking up
+   from the current directory), as the deploy finds it: the key in
+   ``.secrets.env``, else the key file the deploy generated, ``.state/api-key``
+   (or ``$LORAFLEET_STATE_DIR/api-key``), mode 0600;
 4. the default URL ``http://127.0.0.1:8000`` and no key.
 
 The key is never printed: :class:`Endpoint` masks it in ``repr`` and
@@ -20,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from lorafleet.secrets import API_KEY_VARS as KEY_ENVS
+from lorafleet.secrets import api_key_file, read_env_file
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "LORAFLEET_URL"
-KEY_ENVS = ("LORAFLEET_API_KEY", "VLLM_API_KEY")
-KEY_FILE = Path(".state") / "api-key"
 ROOT_MARKER = "deploy.py"
 
 
@@ -120,8 +122,13 @@ def resolve_endpoint(
         else:
             root = find_project_root(cwd)
             if root is not None:
-                found = read_key_file(root / KEY_FILE)
-                if found:
-                    key, key_source = found, str(root / KEY_FILE)
+                secrets_file = Path(env.get("LORAFLEET_SECRETS_FILE") or root / ".secrets.env")
+                in_file = read_env_file(secrets_file)
+                named = next((n for n in KEY_ENVS if in_file.get(n)), None)
+                key_file = api_key_file(root, env)
+                if named:
+                    key, key_source = in_file[named], f"{named} in {secrets_file}"
+                elif found := read_key_file(key_file):
+                    key, key_source = found, str(key_file)
 
     return Endpoint(normalize_url(resolved_url), key, url_source, key_source)

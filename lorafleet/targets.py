@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from lorafleet import plan
+from lorafleet.endpoint import resolve_endpoint
 from lorafleet.secrets import resolve_secrets
 from lorafleet.settings import Settings, build_settings
 
@@ -59,9 +59,5 @@ def load_targets(inventory: str | os.PathLike = plan.PROJECT_ROOT / "inventory.p
 
 
 def api_key() -> str:
-    """The API key every tool uses: environment, .secrets.env, or the generated .state/api-key."""
-    key = resolve_secrets(plan.PROJECT_ROOT, generate_api_key=False).api_key
-    if key:
-        return key
-    key_file = Path(os.environ.get("LORAFLEET_STATE_DIR") or plan.PROJECT_ROOT / ".state") / "api-key"
-    return key_file.read_text().strip() if key_file.is_file() else ""
+    """The API key every tool uses, found as `lorafleet.endpoint` finds it."""
+    return resolve_endpoint(cwd=plan.PROJECT_ROOT).api_key or ""

@@ -1,4 +1,4 @@
-"""Endpoint resolution: flag > env > .state/api-key in the project root > default."""
+"""Endpoint resolution: flag > env > .secrets.env, then the generated key file, in the project root > default."""
 
 from __future__ import annotations
 
@@ -82,3 +82,16 @@ def test_key_never_shown(project: Path) -> None:
 )
 def test_normalize_url(raw: str, want: str) -> None:
     assert normalize_url(raw) == want
+
+
+def test_the_key_in_secrets_env_beats_the_generated_file(project: Path) -> None:
+    (project.parent.parent / ".secrets.env").write_text("LORAFLEET_API_KEY=secrets-env-key\n")
+    ep = resolve_endpoint(env={}, cwd=project)
+    assert ep.api_key == "secrets-env-key" and ep.key_source.endswith(".secrets.env")
+
+
+def test_the_key_file_follows_lorafleet_state_dir_like_the_deploy(project: Path, tmp_path: Path) -> None:
+    state = tmp_path / "elsewhere"
+    state.mkdir()
+    (state / "api-key").write_text("state-dir-key\n")
+    assert resolve_endpoint(env={"LORAFLEET_STATE_DIR": str(state)}, cwd=project).api_key == "state-dir-key"
