@@ -12,6 +12,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import jinja2
 
@@ -356,8 +357,11 @@ def demo_build_command(s: Settings) -> str:
     )
 
 
-def endpoint_url(s: Settings, host_name: str) -> str:
-    address = s.publish_address if s.network_mode == "publish" else host_name
+def endpoint_url(s: Settings, data: Mapping[str, Any], host_name: str) -> str:
+    """The OpenAI base URL as the laptop reaches it: `endpoint_url` data, else the host's address."""
+    if data.get("endpoint_url"):
+        return data["endpoint_url"]
+    address = s.publish_address if s.network_mode == "publish" else (data.get("endpoint_host") or host_name)
     if address in ("0.0.0.0", ""):
         address = "127.0.0.1"
     return f"http://{address}:{s.port}/v1"

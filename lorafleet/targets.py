@@ -26,7 +26,7 @@ class Target:
     @property
     def endpoint(self) -> str:
         """The OpenAI base URL (ending in /v1) from the laptop."""
-        return self.data.get("endpoint_url") or plan.endpoint_url(self.settings, self.data.get("endpoint_host") or self.name)
+        return plan.endpoint_url(self.settings, self.data, self.name)
 
     @property
     def testinfra_host(self) -> str:

@@ -51,5 +51,4 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
         commands=[f"docker exec {container} python3 {plan.CONTAINER_SERVE_DIR}/sync_adapters.py --verify"],
         _if=lambda: up.did_change() or sync.did_change(),
     )
-    endpoint = host.data.get("endpoint_url") or plan.endpoint_url(s, host.data.get("endpoint_host") or host.name)
-    logger.info(f"{host.name}: the endpoint is {endpoint}")
+    logger.info(f"{host.name}: the endpoint is {plan.endpoint_url(s, host.data.dict(), host.name)}")

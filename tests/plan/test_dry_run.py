@@ -83,5 +83,6 @@ def test_no_secret_at_the_highest_verbosity_with_diffs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Ready: deploy.py" in output
+    assert "the endpoint is http://gpu-box:8000/v1" in output
     for secret in (HF_TOKEN, API_KEY):
         assert secret not in output
