@@ -144,7 +144,8 @@ DEFAULTS: dict[str, Any] = {
 def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True) -> Settings:
     """Validate host data into `Settings`, or raise `SettingsError` naming every bad setting."""
     problems: list[str] = []
-    d = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None or k not in DEFAULTS}}
+    # A setting left at None counts as unset: optional ones take their default, required ones are reported.
+    d = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
 
     def need(key: str) -> Any:
         if key not in d:
@@ -294,7 +295,7 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         extra_vllm_args=tuple(extra),
         vllm_env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
         health_timeout_seconds=integer("health_timeout_seconds", 10),
-        check_adapter_base=bool(d.get("check_adapter_base", True)),
+        check_adapter_base=flag("check_adapter_base"),
         prune_adapters=flag("prune_adapters"),
         secrets=secrets,
         warnings=tuple(_warnings(max_loras, len(adapters))),

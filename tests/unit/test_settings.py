@@ -68,6 +68,7 @@ BAD_INPUTS = [
     ("compose project with capitals", {"compose_project": "LoraFleet"}, "compose_project='LoraFleet' is not allowed"),
     ("adapter name ending in .partial", {"adapters": [{"name": "sql.partial", "hub": "a/b"}]}, "name is not a safe identifier"),
     ("empty served name", {"served_model_name": ""}, "served_model_name=''"),
+    ("required setting left at None", {"port": None}, "port is not set"),
 ]
 
 
