@@ -35,7 +35,7 @@ def secret_file(content: SecretText, dest: str, temp_dir: str):
     files.put prints contents with --diff, so secrets need their own operation.
     The temporary upload lands in `temp_dir` (a 0700 folder), not in /tmp.
     """
-    if host.get_fact(Sha1File, path=dest) != sha1_hex(content.data.decode()):
+    if host.get_fact(Sha1File, path=dest) != sha1_hex(content.data):
         yield FileUploadCommand(
             BytesIO(content.data), dest, remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir)
         )

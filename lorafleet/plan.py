@@ -40,8 +40,9 @@ def sha256_hex(*parts: bytes | str, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def sha1_hex(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
+def sha1_hex(content: str | bytes) -> str:
+    """The sha1 `sha1sum` prints, which is what pyinfra's Sha1File fact compares with."""
+    return hashlib.sha1(content.encode() if isinstance(content, str) else content).hexdigest()
 
 
 @dataclass(frozen=True)
