@@ -1,17 +1,23 @@
 """Deploy the multi-LoRA FunctionGemma serving stack: `pyinfra inventory.py deploy.py`.
 
-Reads as a table of contents; each step is a thin module in lorafleet/tasks.
+Reads as a table of contents; each step is a module of lorafleet/deploy, with
+the files it ships beside it.
 """
 
 from pyinfra import host
 
-from lorafleet.context import host_settings
-from lorafleet.tasks import adapters, gateway, image, models, preflight, secrets, serving, storage
+from lorafleet.deploy import preflight, secret_files, storage
+from lorafleet.deploy.adapters import deployer as adapters
+from lorafleet.deploy.context import host_settings
+from lorafleet.deploy.gateway import deployer as gateway
+from lorafleet.deploy.image import deployer as image
+from lorafleet.deploy.models import deployer as models
+from lorafleet.deploy.serving import deployer as serving
 
 settings = host_settings(host)  # every setting validated here, before anything is planned
 preflight.check(settings)  # docker + compose v2, the GPU (cuda), storage roots as the daemon sees them
-storage.ensure(settings)  # storage roots, cache folders, the stack folder
-secrets.upload(settings)  # the 0600 env files: the vLLM API key, HF_TOKEN
+storage.ensure(settings)  # storage roots, cache folders, the stack folder, the scripts it runs
+secret_files.upload(settings)  # the 0600 env files: the vLLM API key, HF_TOKEN
 gateway.stage(settings)  # the gateway project's files, for the bootstrap (never recreated here)
 image.ensure(settings)  # pull the pinned CUDA image, or build the CPU image
 models.ensure_base(settings)  # the base model: hub download, laptop upload or demo build

@@ -22,8 +22,8 @@ import time
 import requests
 import yaml
 
-from tests.e2e.load import BackgroundLoad
-from tests.e2e.scenario import API_KEY, Scenario, converged, docker_engine_problem, sh
+from tests.support.load import BackgroundLoad
+from tests.support.scenario import API_KEY, Scenario, converged, docker_engine_problem, sh
 
 
 def first_answer(endpoint: str, model: str, started: float, done: dict, deadline: float = 900) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.scenario import API_KEY, converged, docker_engine_problem
+from tests.support.scenario import API_KEY, converged, docker_engine_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EIGHT = ["weather", "sql", "email", "calendar", "billing", "search", "notes", "tickets"]
@@ -35,7 +35,7 @@ def main() -> int:
     with converged("local", adapters=adapters, max_loras=8, max_num_seqs=64) as scenario:
         RESULTS.mkdir(exist_ok=True)
         command = [
-            sys.executable, "-m", "lorafleet.cli", "bench", "--url", scenario.endpoint.removesuffix("/v1"),
+            sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint.removesuffix("/v1"),
             "--models", "base", "--versus", "adapters:8", "--requests", str(args.requests),
             "--concurrency", str(args.concurrency), "--prefix-tools", "2", "--no-progress",
             "--out", str(RESULTS / "base-vs-8-adapters.json"), "--chart", str(RESULTS / "base-vs-8-adapters.png"),

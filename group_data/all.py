@@ -32,6 +32,8 @@ create_storage_roots = False  # the storage roots are the user's drives: a missi
 network_mode = "gateway"  # gateway: vLLM lives in the Tailscale gateway's network namespace (tailnet only)
 gateway_container = "lorafleet-gateway"  # the gateway's container name (made by the one-time bootstrap)
 tailscale_advertise_tags = ""  # e.g. "tag:gpu": needed when the gateway joined with an OAuth client secret
+endpoint_host = None  # the name the laptop reaches the box by; None: the inventory's host name (LORAFLEET_GPU_HOST)
+endpoint_url = None  # the endpoint (OpenAI base URL, ending in /v1) when the laptop reaches it another way, e.g. through a proxy
 publish_address = "127.0.0.1"  # with network_mode = "publish": the host address the port is published on
 port = 8000  # vLLM's port
 compose_project = "lorafleet"  # compose project name of the serving stack

@@ -1,6 +1,6 @@
 """The local target (`@local`): CPU profile, demo model, paths any Linux machine with Docker has."""
 
-from lorafleet.local_base import local_base_image
+from lorafleet.deploy.image.local_base import local_base_image
 
 profile = "cpu"
 # The official slim image, or where no registry is reachable the local base .ci/setup.sh builds.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.scenario import API_KEY, Scenario, converged, docker_engine_problem
+from tests.support.scenario import API_KEY, Scenario, converged, docker_engine_problem
 
 PROBLEM = docker_engine_problem()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.scenario import converged
+from tests.support.scenario import converged
 
 
 @pytest.fixture(scope="module")

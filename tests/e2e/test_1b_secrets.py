@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from tests.e2e.scenario import API_KEY, HF_TOKEN
+from tests.support.scenario import API_KEY, HF_TOKEN
 
 
 def test_no_secret_in_the_deploy_output_at_the_highest_verbosity(ssh_stack):

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECK = ROOT / "tools" / "check_endpoint.py"
+CHECK = ROOT / "lorafleet" / "tools" / "check.py"
 # vLLM on CPU answers a request in seconds; allow for a queue of them.
 TIMEOUT = 900
 
@@ -59,13 +59,13 @@ def test_check_endpoint_every_model_answers(served_endpoint) -> None:
 
 def test_status_lists_every_adapter(served_endpoint) -> None:
     env = _env(served_endpoint, with_key_in_env=True)
-    proc = _run([sys.executable, "-m", "lorafleet.cli", "status"], env)
+    proc = _run([sys.executable, "-m", "lorafleet.tools.cli", "status"], env)
     assert proc.returncode == 0
     assert "NOT REACHABLE" not in proc.stdout
     for name in served_endpoint.adapters:
         _row(proc.stdout, name)
 
-    proc = _run([sys.executable, "-m", "lorafleet.cli", "status", "--json"], env)
+    proc = _run([sys.executable, "-m", "lorafleet.tools.cli", "status", "--json"], env)
     assert proc.returncode == 0
     st = json.loads(proc.stdout)
     assert st["reachable"] is True
@@ -82,7 +82,7 @@ def test_status_lists_every_adapter(served_endpoint) -> None:
 def test_short_bench_writes_results_and_chart(served_endpoint, tmp_path: Path) -> None:
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
     # A short shared prefix: the CPU demo target serves a 1024-token context.
-    proc = _run([sys.executable, "-m", "lorafleet.cli", "bench", "--models", "all", "--requests", "20",
+    proc = _run([sys.executable, "-m", "lorafleet.tools.cli", "bench", "--models", "all", "--requests", "20",
                  "--concurrency", "8", "--max-tokens", "16", "--prefix-tools", "2", "--no-progress",
                  "--out", str(out), "--chart", str(chart)], _env(served_endpoint, with_key_in_env=True))
     assert proc.returncode == 0

@@ -10,8 +10,8 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.load import BackgroundLoad
-from tests.e2e.scenario import API_KEY, sh
+from tests.support.load import BackgroundLoad
+from tests.support.scenario import API_KEY, sh
 
 
 @pytest.fixture(scope="module")

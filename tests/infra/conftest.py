@@ -14,13 +14,13 @@ import pytest
 import requests
 import testinfra
 
-from lorafleet import plan
-from lorafleet.targets import Target, api_key, load_targets
+from lorafleet.deploy import render
+from lorafleet.tools.targets import Target, api_key, load_targets
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("lorafleet")
-    group.addoption("--inventory", default=str(plan.PROJECT_ROOT / "inventory.py"), help="inventory file of the target")
+    group.addoption("--inventory", default=str(render.PROJECT_ROOT / "inventory.py"), help="inventory file of the target")
     group.addoption("--target", default=None, help="inventory host name (default: the inventory's only host)")
 
 
@@ -62,7 +62,7 @@ def host(pytestconfig, target):
 
 @pytest.fixture(scope="session")
 def container(target) -> str:
-    return plan.container_name(target.settings)
+    return render.container_name(target.settings)
 
 
 @pytest.fixture(scope="session")

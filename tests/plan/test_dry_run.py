@@ -22,6 +22,8 @@ EXPECTED_STEPS = [
     "Upload adapter_check.py",
     "Upload entrypoint.py",
     "Upload sync_adapters.py",
+    "Upload hub_fetch.sh",
+    "Upload start.sh",
     "Upload the secrets env file (0600)",
     "Upload the hub token env file (0600)",
     "Stage the gateway's compose.yaml",
@@ -40,13 +42,12 @@ EXPECTED_STEPS = [
 def run_pyinfra(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
-        "LORAFLEET_GPU_HOST": "@fake/gpu-box",
         "HF_TOKEN": HF_TOKEN,
         "LORAFLEET_API_KEY": API_KEY,
         "LORAFLEET_STATE_DIR": str(tmp_path / "state"),
     }
     pyinfra = [sys.executable, "-m", "pyinfra"]
-    return subprocess.run([*pyinfra, "inventory.py", "deploy.py", "--dry", "-y", *args],
+    return subprocess.run([*pyinfra, "inventories/dry_run.py", "deploy.py", "--dry", "-y", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -83,6 +84,6 @@ def test_no_secret_at_the_highest_verbosity_with_diffs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Ready: deploy.py" in output
-    assert "the endpoint is http://gpu-box:8000/v1" in output
+    assert "the endpoint is http://function-gemma-server:8000/v1" in output
     for secret in (HF_TOKEN, API_KEY):
         assert secret not in output

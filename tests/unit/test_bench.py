@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet import bench
-from lorafleet.bench import (
+from lorafleet.tools import bench
+from lorafleet.tools.bench import (
     BenchConfig,
     Sample,
     compare_rows,
@@ -23,9 +23,9 @@ from lorafleet.bench import (
     write_chart,
     write_json,
 )
-from lorafleet.cli import main as cli_main
-from lorafleet.endpoint import resolve_endpoint
-from lorafleet.fake_server import FakeConfig, running_fake_server
+from lorafleet.tools.cli import main as cli_main
+from lorafleet.tools.endpoint import resolve_endpoint
+from tests.support.fake_server import FakeConfig, running_fake_server
 
 LISTED = [
     {"id": "fg", "parent": None},
@@ -233,7 +233,7 @@ def test_prefix_tools_sets_the_shared_turn() -> None:
 def test_fake_server_binds_loopback_only() -> None:
     import asyncio
 
-    from lorafleet.fake_server import FakeServer, is_loopback
+    from tests.support.fake_server import FakeServer, is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("127.5.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")

@@ -1,4 +1,4 @@
-"""Contract of files/demo_model/build_demo_model.py that needs no torch: names, call text,
+"""Contract of lorafleet/deploy/models/build_demo_model.py that needs no torch: names, call text,
 chat template, manifest reuse.  (The trained behaviour is checked by the script itself at
 build time and by the infra/e2e suites against a real vLLM.)"""
 
@@ -13,7 +13,9 @@ import jinja2.ext
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-SCRIPT = Path(__file__).resolve().parents[2] / "files" / "demo_model" / "build_demo_model.py"
+from lorafleet.deploy.layout import DEMO_BUILDER
+
+SCRIPT = DEMO_BUILDER
 
 # vLLM 0.32's functiongemma tool parser (vllm/tool_parsers/functiongemma_tool_parser.py)
 VLLM_CALL_RE = re.compile(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.endpoint import DEFAULT_URL, find_project_root, normalize_url, resolve_endpoint
+from lorafleet.tools.endpoint import DEFAULT_URL, find_project_root, normalize_url, resolve_endpoint
 
 
 @pytest.fixture

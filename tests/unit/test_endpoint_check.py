@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lorafleet.fake_server import FakeConfig, running_fake_server
+from tests.support.fake_server import FakeConfig, running_fake_server
 
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "check_endpoint.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "lorafleet" / "tools" / "check.py"
 
 
 def run_check(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,6 @@
 """Facts parse what the docker CLI prints."""
 
-from lorafleet.facts import ServingState
+from lorafleet.deploy.facts import ServingState
 
 RUNNING = "running|healthy|2026-11-26T21:00:00.123456789Z|container:{gid}|abc"
 

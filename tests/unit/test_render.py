@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from lorafleet import plan
-from lorafleet.settings import Secrets, build_settings
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.settings import Secrets, build_settings
 
 SECRETS = Secrets(hf_token="hf_render_test_token", api_key="render-test-api-key")
 
@@ -26,7 +26,7 @@ def local(local_data):
 
 
 def service(s):
-    return yaml.safe_load(plan.render_compose(s))["services"]["vllm"]
+    return yaml.safe_load(render.render_compose(s))["services"]["vllm"]
 
 
 def test_cuda_compose_has_the_engine_flags(gpu):
@@ -72,11 +72,11 @@ def test_environment_and_volumes_keep_path_parity(gpu):
 
 
 def test_secrets_reach_only_the_env_file(gpu):
-    compose = plan.render_compose(gpu)
+    compose = render.render_compose(gpu)
     assert "hf_render_test_token" not in compose and "render-test-api-key" not in compose
-    assert plan.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
-    assert plan.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
-    assert f"--env-file {gpu.stack_dir}/secrets/hub.env" in plan.hub_download_command(gpu, "a/b", "main", "/x/b")
+    assert render.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
+    assert render.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
+    assert f"--hub-env {gpu.stack_dir}/secrets/hub.env" in render.hub_download_command(gpu, "a/b", "main", "/x/b")
 
 
 def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path):
@@ -84,36 +84,36 @@ def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path)
 
     before = build_settings(gpu_data, SECRETS)
     after = build_settings({**gpu_data, "adapters": [{"name": "sql", "path": make_adapter(tmp_path)}]}, SECRETS)
-    assert plan.render_compose(before) == plan.render_compose(after)
-    assert plan.render_manifest(before, {}) != plan.render_manifest(after, {"sql": "v1"})
-    entry = plan.manifest(after, {"sql": "v1"})["adapters"][0]
+    assert render.render_compose(before) == render.render_compose(after)
+    assert render.render_manifest(before, {}) != render.render_manifest(after, {"sql": "v1"})
+    entry = render.manifest(after, {"sql": "v1"})["adapters"][0]
     assert (entry["name"], entry["version"]) == ("sql", "v1")
     assert entry["path"].startswith(f"{after.adapters_root}/.versions/sql@")
-    assert plan.manifest(after, {"sql": "v2"})["adapters"][0]["path"] != entry["path"], (
+    assert render.manifest(after, {"sql": "v2"})["adapters"][0]["path"] != entry["path"], (
         "new weights load under a new path, so vLLM's prefix cache cannot serve KV of the old ones"
     )
 
 
 def test_engine_changes_change_the_compose(gpu_data):
-    a = plan.render_compose(build_settings(gpu_data, SECRETS))
-    b = plan.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
+    a = render.render_compose(build_settings(gpu_data, SECRETS))
+    b = render.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
     assert a != b
 
 
 def test_cpu_image_tag_follows_its_inputs(local_data):
-    a = plan.serving_image(build_settings(local_data, SECRETS))
-    b = plan.serving_image(build_settings({**local_data, "cpu_base_image": "other:1"}, SECRETS))
+    a = render.serving_image(build_settings(local_data, SECRETS))
+    b = render.serving_image(build_settings({**local_data, "cpu_base_image": "other:1"}, SECRETS))
     assert a != b
 
 
 def test_gateway_compose_is_the_users_plan(gpu):
-    gateway = yaml.safe_load(plan.GATEWAY_FILES["compose.yaml"].read_text())["services"]["gateway"]
+    gateway = yaml.safe_load(layout.GATEWAY_FILES["compose.yaml"].read_text())["services"]["gateway"]
     assert gateway["environment"]["TS_EXTRA_ARGS"].startswith("--ssh")
     assert "TS_SSH" not in gateway["environment"]
     assert gateway["devices"] == ["/dev/net/tun:/dev/net/tun"] and gateway["cap_add"] == ["NET_ADMIN"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in gateway["volumes"]
     assert "tailscale-state:/var/lib/tailscale" in gateway["volumes"]
-    dockerfile = plan.GATEWAY_FILES["Dockerfile"].read_text()
+    dockerfile = layout.GATEWAY_FILES["Dockerfile"].read_text()
     assert "tailscale/tailscale:v" in dockerfile and ":latest" not in dockerfile
     for package in ("git", "docker-cli", "docker-cli-compose", "bash"):
         assert package in dockerfile
@@ -130,10 +130,10 @@ docker_compose = pytest.mark.skipif(
 @pytest.mark.parametrize("group", ["gpu", "local"])
 def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tmp_path):
     s = gpu if group == "gpu" else local
-    (tmp_path / "compose.yaml").write_text(plan.render_compose(s))
+    (tmp_path / "compose.yaml").write_text(render.render_compose(s))
     env_file = tmp_path / "serving.env"
-    env_file.write_text(plan.render_env_file(s))
-    text = (tmp_path / "compose.yaml").read_text().replace(plan.paths(s).env_file, str(env_file))
+    env_file.write_text(render.render_env_file(s))
+    text = (tmp_path / "compose.yaml").read_text().replace(render.paths(s).env_file, str(env_file))
     (tmp_path / "compose.yaml").write_text(text)
     result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],
                             capture_output=True, text=True)
@@ -142,12 +142,12 @@ def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tm
 
 @docker_compose
 def test_docker_compose_config_accepts_the_gateway_project(gpu, tmp_path):
-    for name, source in plan.GATEWAY_FILES.items():
+    for name, source in layout.GATEWAY_FILES.items():
         shutil.copy(source, tmp_path / name)
     stack = tmp_path / "stack"
     (stack / "secrets").mkdir(parents=True)
     (stack / "secrets" / "gateway.env").write_text("TS_AUTHKEY=tskey-test\n")
-    (tmp_path / ".env").write_text(plan.render_gateway_env(gpu, "gpu-box").replace(gpu.stack_dir, str(stack)))
+    (tmp_path / ".env").write_text(render.render_gateway_env(gpu, "gpu-box").replace(gpu.stack_dir, str(stack)))
     result = subprocess.run(["docker", "compose", "--project-directory", str(tmp_path), "config", "--quiet"],
                             capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lorafleet.settings import Secrets, SettingsError, build_settings
+from lorafleet.deploy.settings import Secrets, SettingsError, build_settings
 
 TOKEN = Secrets(hf_token="hf_token_for_tests", api_key="key-for-tests")
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from lorafleet.endpoint import resolve_endpoint
-from lorafleet.fake_server import FakeConfig, running_fake_server
-from lorafleet.status import (
+from lorafleet.tools.endpoint import resolve_endpoint
+from tests.support.fake_server import FakeConfig, running_fake_server
+from lorafleet.tools.status import (
     collect_status,
     format_duration,
     lora_activity,

@@ -1,0 +1,80 @@
+"""Adapters: each one in place under adapters_root and validated before the server sees it."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.operations import files, server
+
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.facts import ManagedFolders
+from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.models.deployer import marker_is
+
+
+def folder_version(folder: str) -> str:
+    """A content hash of a laptop adapter folder: the manifest changes only when the weights do."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure(s: Settings) -> dict[str, str]:
+    """Put every declared adapter in place; returns each adapter's version for the manifest."""
+    versions = {}
+    for adapter in s.adapters:
+        dest = s.adapter_dir(adapter.name)
+        if adapter.kind == "path":
+            # Validated on the laptop by the settings; delete=False: never remove files the user put there.
+            files.sync(name=f"Upload adapter {adapter.name}", src=adapter.source, dest=dest, delete=False)
+            versions[adapter.name] = folder_version(adapter.source)
+            # The marker says lorafleet put this folder here: only such folders may ever be pruned.
+            files.put(
+                name=f"Mark adapter {adapter.name}",
+                src=StringIO(f"path:{versions[adapter.name]}\n"),
+                dest=f"{dest}/{layout.SOURCE_MARKER}",
+            )
+        elif adapter.kind == "hub":
+            wanted = f"{adapter.source}@{adapter.revision}"
+            if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
+                server.shell(
+                    name=f"Download and check adapter {adapter.name} ({wanted})",
+                    commands=[render.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name)],
+                )
+            versions[adapter.name] = wanted
+        else:
+            wanted = f"demo:{render.demo_inputs_hash(s)}"
+            if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
+                server.shell(name=f"Install demo adapter {adapter.name}", commands=[render.demo_adapter_command(s, adapter.name, wanted)])
+            versions[adapter.name] = wanted
+        files.link(
+            name=f"Link adapter {adapter.name} at its version's path",
+            path=render.version_link(s, adapter.name, versions[adapter.name]),
+            target=f"../{adapter.name}",
+        )
+    return versions
+
+
+def prune(s: Settings) -> None:
+    """Delete folders of adapters no longer declared, only when the user asked (prune_adapters).
+
+    Only folders lorafleet put there (with its marker) are candidates: never a user's own files.
+    """
+    if not s.prune_adapters:
+        return
+    declared = {a.name for a in s.adapters}
+    for folder in host.get_fact(ManagedFolders, path=s.adapters_root):
+        if folder not in declared:
+            server.shell(
+                name=f"Prune undeclared adapter folder {folder}",
+                commands=[
+                    f"rm -rf {shlex.quote(s.adapter_dir(folder))}",
+                    f"rm -f {shlex.quote(layout.versions_dir(s.adapters_root) + '/' + folder)}@*",
+                ],
+            )

@@ -1,0 +1,22 @@
+"""Turns pyinfra's host data into validated settings; the deploy's first step."""
+
+from __future__ import annotations
+
+from pyinfra import logger
+from pyinfra.api.exceptions import DeployError
+
+from lorafleet.deploy.layout import PROJECT_ROOT
+from lorafleet.deploy.credentials import resolve_secrets
+from lorafleet.deploy.settings import Settings, SettingsError, build_settings
+
+
+def host_settings(host) -> Settings:
+    """Validate every setting of `host` (and the secrets) or stop before anything is planned."""
+    data = host.data.dict()
+    try:
+        settings = build_settings(data, resolve_secrets(PROJECT_ROOT, generate_api_key=data.get("generate_api_key") is not False))
+    except SettingsError as exc:
+        raise DeployError(f"{host.name}: {exc}") from None
+    for warning in settings.warnings:
+        logger.warning(f"{host.name}: {warning}")
+    return settings

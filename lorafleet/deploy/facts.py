@@ -1,0 +1,168 @@
+"""Read-only facts about a host, gathered while pyinfra plans (they never change anything)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime, timezone
+
+from pyinfra.api import FactBase
+
+from lorafleet.deploy import layout
+
+
+def _timestamp(value: str) -> datetime:
+    """Docker's RFC 3339 times (nanoseconds, trailing zeros trimmed) as datetimes."""
+    try:
+        head, _, fraction = value.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+class DockerVersions(FactBase):
+    """Server and compose versions as the target sees them; None where unreachable."""
+
+    def command(self) -> str:
+        return (
+            "docker version --format 'server={{.Server.Version}}' 2>/dev/null || echo server=; "
+            "docker compose version --short 2>/dev/null | sed 's/^/compose=/' || echo compose="
+        )
+
+    @staticmethod
+    def default():
+        return {"server": None, "compose": None}
+
+    def process(self, output):
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        return {"server": values.get("server") or None, "compose": values.get("compose") or None}
+
+
+class StorageRoots(FactBase):
+    """For each path: missing, not writable, ok; and whether it is only the container's own disk.
+
+    Inside the gateway (a container), a storage root that is not a mount of the
+    host's disk would be written in the gateway's layer, invisible to the
+    daemon that binds it into vLLM: path parity is broken.
+    """
+
+    def command(self, paths: tuple[str, ...], in_gateway: bool = False) -> str:
+        checks = []
+        for i, p in enumerate(paths):
+            q = shlex.quote(p)
+            # Only where the daemon runs outside this container (the gateway) does the layer matter.
+            parity = (
+                f"elif [ -f /.dockerenv ] && [ \"$(df -P {q} | awk 'NR==2{{print $6}}')\" = / ]; then echo {i}=unshared; "
+                if in_gateway else ""
+            )
+            checks.append(
+                f"if [ ! -d {q} ]; then echo {i}=missing; elif [ ! -w {q} ]; then echo {i}=readonly; "
+                f"{parity}else echo {i}=ok; fi"
+            )
+        return "; ".join(checks)
+
+    @staticmethod
+    def default():
+        return []
+
+    def process(self, output):
+        """A list of states in the order of `paths`."""
+        states = dict(line.split("=", 1) for line in output if "=" in line)
+        return [states.get(str(i), "missing") for i in range(len(states))] if states else []
+
+
+class ImageId(FactBase):
+    """The local id of an image, or None when the engine does not have it."""
+
+    def command(self, image: str) -> str:
+        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0].strip() if output and output[0].strip() else None
+
+
+class GpuInContainer(FactBase):
+    """`nvidia-smi -L` inside a throwaway container of the image with the GPU reservation."""
+
+    def command(self, image: str) -> str:
+        return (
+            f"docker run --rm --gpus all --entrypoint nvidia-smi {shlex.quote(image)} -L 2>&1 "
+            "&& echo gpu=ok || echo gpu=failed"
+        )
+
+    @staticmethod
+    def default():
+        return {"ok": False, "detail": "no output"}
+
+    def process(self, output):
+        return {"ok": bool(output) and output[-1] == "gpu=ok", "detail": "\n".join(output[:-1])}
+
+
+class ServingState(FactBase):
+    """The vLLM container's state: running, health, engine label, network owner, served adapters."""
+
+    def command(self, container: str, gateway: str = "") -> str:
+        c = shlex.quote(container)
+        fmt = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.StartedAt}}|{{.HostConfig.NetworkMode}}|{{index .Config.Labels \"lorafleet.engine\"}}"
+        parts = [f"echo state=$(docker inspect --format '{fmt}' {c} 2>/dev/null)"]
+        if gateway:
+            parts.append(
+                f"echo gateway=$(docker inspect --format '{{{{.Id}}}}|{{{{.State.StartedAt}}}}' {shlex.quote(gateway)} 2>/dev/null)"
+            )
+        parts.append(
+            f"if [ \"$(docker inspect --format '{{{{.State.Running}}}}' {c} 2>/dev/null)\" = true ]; then "
+            f"echo served=$(docker exec {c} python3 {layout.container_script('sync_adapters.py')} --served 2>/dev/null); fi"
+        )
+        return "; ".join(parts)
+
+    ABSENT = {"exists": False, "running": False, "healthy": False, "served": None, "applied": {}}
+
+    @staticmethod
+    def default():
+        return dict(ServingState.ABSENT)
+
+    def process(self, output):
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        fields = (values.get("state") or "").split("|")
+        if len(fields) < 5 or not fields[0]:
+            return dict(self.ABSENT)
+        status, health, started, network, engine = fields[:5]
+        try:
+            report = json.loads(values["served"]) if values.get("served") else None
+        except ValueError:
+            report = None
+        if report is not None and "served" not in report:
+            report = {"served": report, "applied": {}}  # a container started by an older lorafleet
+        served = report["served"] if report else None
+        applied = report.get("applied", {}) if report else {}
+        gateway_id, _, gateway_started = (values.get("gateway") or "").partition("|")
+        return {
+            "exists": True,
+            "running": status == "running",
+            "healthy": health == "healthy",
+            "started_at": started,
+            "engine": engine,
+            # vLLM lost its network if the gateway it joined was recreated or restarted since.
+            "network_stale": bool(gateway_id) and network.startswith("container:") and (
+                network != f"container:{gateway_id}" or _timestamp(gateway_started) > _timestamp(started)
+            ),
+            "served": served,
+            "applied": applied,
+        }
+
+
+class ManagedFolders(FactBase):
+    """Names of the folders under a path that lorafleet put there (they hold its .lorafleet-source marker)."""
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self, path: str) -> str:
+        return (
+            f"find {shlex.quote(path)} -mindepth 2 -maxdepth 2 -name {layout.SOURCE_MARKER} -printf '%h\\n' 2>/dev/null"
+            " | xargs -r -n1 basename || true"
+        )
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())

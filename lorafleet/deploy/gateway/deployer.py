@@ -1,0 +1,25 @@
+"""The gateway project's files, staged on the host for the bootstrap; never started or recreated here.
+
+The deploy reaches the host through the gateway, so recreating it would cut
+the deploy's own connection (and vLLM's network). The bootstrap applies them.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.operations import files
+
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.settings import Settings
+
+
+def stage(s: Settings) -> None:
+    if s.network_mode != "gateway":
+        return
+    folder = render.paths(s).gateway_dir
+    for name, source in sorted(layout.GATEWAY_FILES.items()):
+        files.put(name=f"Stage the gateway's {name}", src=str(source), dest=f"{folder}/{name}")
+    env = render.render_gateway_env(s, s.endpoint_host or host.name.removeprefix("@ssh/"), s.tailscale_advertise_tags)
+    files.put(name="Stage the gateway's .env", src=StringIO(env), dest=f"{folder}/.env")

@@ -1,0 +1,32 @@
+"""The serving image: pull the pinned CUDA image, or build the CPU image from the Dockerfile beside this module."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.operations import files, server
+
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.facts import ImageId
+from lorafleet.deploy.settings import Settings
+
+
+def ensure(s: Settings) -> None:
+    image = render.serving_image(s)
+    present = bool(host.get_fact(ImageId, image=image))
+    if s.profile == "cpu":
+        files.put(
+            name="Upload the CPU image's Dockerfile",
+            src=str(layout.CPU_DOCKERFILE),
+            dest=f"{render.paths(s).cpu_build_dir}/Dockerfile",
+        )
+        if not present:
+            server.shell(name=f"Build the serving image {image}", commands=[render.cpu_build_command(s)])
+        return
+    if not present:
+        pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])
+        # Preflight could not test the GPU before the image existed; fail here, before any model download.
+        server.shell(
+            name="Check the GPU inside a container",
+            commands=[f"docker run --rm --gpus all --entrypoint nvidia-smi {image} -L"],
+            _if=pulled.did_change,
+        )

@@ -1,0 +1,32 @@
+"""The base model: a hub repo at a revision, a folder from the laptop, or the demo model."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files, server
+
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.settings import Settings
+
+
+def marker_is(path: str, expected: str) -> bool:
+    lines = host.get_fact(FileContents, path=path)
+    return bool(lines) and lines[0].strip() == expected
+
+
+def ensure_base(s: Settings) -> None:
+    if s.base_model_source == "hub":
+        wanted = f"{s.base_model}@{s.base_model_revision}"
+        if not marker_is(f"{s.base_model_dir}/{layout.SOURCE_MARKER}", wanted):
+            server.shell(
+                name=f"Download the base model {wanted}",
+                commands=[render.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir)],
+            )
+    elif s.base_model_source == "upload":
+        files.sync(name=f"Upload the base model from {s.base_model}", src=s.base_model, dest=s.base_model_dir, delete=False)
+    else:
+        p = render.paths(s)
+        files.put(name="Upload the demo model builder", src=str(layout.DEMO_BUILDER), dest=p.demo_builder)
+        if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", render.demo_inputs_hash(s)):
+            server.shell(name="Build the demo model and adapters", commands=[render.demo_build_command(s)])

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Download a hub repo at a revision on the host, in a throwaway container of the
+# serving image, into DEST. It lands in DEST.partial, is checked (adapters), and
+# only then renamed into place, so an interrupted download or a bad adapter never
+# looks served; the source marker records what is there.
+#
+#   hub_fetch.sh --image IMG --hub-env FILE --cache-root DIR --serve-dir DIR --serve-mount PATH \
+#                --repo REPO --revision REV --dest DIR --marker NAME \
+#                [--check NAME --max-lora-rank N [--base-model NAME]]
+set -euo pipefail
+
+check_name="" max_rank="" base_model=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --image) image=$2 ;;
+        --hub-env) hub_env=$2 ;;
+        --cache-root) cache_root=$2 ;;
+        --serve-dir) serve_dir=$2 ;;
+        --serve-mount) serve_mount=$2 ;;
+        --repo) repo=$2 ;;
+        --revision) revision=$2 ;;
+        --dest) dest=$2 ;;
+        --marker) marker=$2 ;;
+        --check) check_name=$2 ;;
+        --max-lora-rank) max_rank=$2 ;;
+        --base-model) base_model=$2 ;;
+        *) echo "hub_fetch.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${image:?}" "${hub_env:?}" "${cache_root:?}" "${serve_dir:?}" "${serve_mount:?}" "${repo:?}" "${revision:?}" "${dest:?}" "${marker:?}"
+
+staging="$dest.partial"
+parent=$(dirname "$dest")
+run=(docker run --rm --env-file "$hub_env" -e HF_HUB_OFFLINE=0 -e "HF_HOME=$cache_root/huggingface"
+     -v "$parent:$parent" -v "$cache_root:$cache_root" -v "$serve_dir:$serve_mount:ro"
+     --entrypoint python3 "$image")
+
+mkdir -p "$parent"
+rm -rf "$staging"
+"${run[@]}" -c 'import os, sys
+from huggingface_hub import snapshot_download
+snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], token=os.environ.get("HF_TOKEN") or None)' \
+    "$repo" "$revision" "$staging"
+if [[ -n $check_name ]]; then
+    check=("$serve_mount/adapter_check.py" "$staging" --name "$check_name" --max-lora-rank "$max_rank")
+    [[ -n $base_model ]] && check+=(--base-model "$base_model")
+    "${run[@]}" "${check[@]}"
+fi
+printf '%s\n' "$repo@$revision" >"$staging/$marker"
+rm -rf "$dest"
+mv "$staging" "$dest"

@@ -1,0 +1,46 @@
+"""Operations pyinfra lacks: a secret file that is never printed, diffed or left world-readable."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import QuoteString
+from pyinfra.facts.files import File, Sha1File
+
+from lorafleet.deploy.render import sha1_hex
+
+
+class SecretText:
+    """Text whose repr never shows it, so pyinfra's logs and JSON output cannot leak it."""
+
+    def __init__(self, text: str):
+        self._data = text.encode()
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    def __repr__(self) -> str:
+        return "SecretText(<hidden>)"
+
+    __str__ = __repr__
+
+
+@operation()
+def secret_file(content: SecretText, dest: str, temp_dir: str):
+    """Upload `content` to `dest` with mode 0600, only when it differs; never shown in a diff.
+
+    files.put prints contents with --diff, so secrets need their own operation.
+    The temporary upload lands in `temp_dir` (a 0700 folder), not in /tmp.
+    """
+    if host.get_fact(Sha1File, path=dest) != sha1_hex(content.data):
+        yield FileUploadCommand(
+            BytesIO(content.data), dest, remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir)
+        )
+        yield StringCommand("chmod", "600", QuoteString(dest))
+        return
+    info = host.get_fact(File, path=dest)
+    if not info or info.get("mode") != 600:
+        yield StringCommand("chmod", "600", QuoteString(dest))

@@ -1,0 +1,23 @@
+"""Secrets: the 0600 env files: vLLM's (the API key) and the downloads' (HF_TOKEN)."""
+
+from __future__ import annotations
+
+from lorafleet.deploy import render
+from lorafleet.deploy.ops import SecretText, secret_file
+from lorafleet.deploy.settings import Settings
+
+
+def upload(s: Settings) -> None:
+    p = render.paths(s)
+    secret_file(
+        name="Upload the secrets env file (0600)",
+        content=SecretText(render.render_env_file(s)),
+        dest=p.env_file,
+        temp_dir=p.secrets_dir,
+    )
+    secret_file(
+        name="Upload the hub token env file (0600)",
+        content=SecretText(render.render_hub_env_file(s)),
+        dest=p.hub_env_file,
+        temp_dir=p.secrets_dir,
+    )

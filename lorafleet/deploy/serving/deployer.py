@@ -1,0 +1,52 @@
+"""The serving stack: manifest, compose project, start with rollback, adapter sync, verify."""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+
+from pyinfra import host, logger
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files, server
+
+from lorafleet.deploy import layout, render
+from lorafleet.deploy.decide import ServingFacts, decide
+from lorafleet.deploy.facts import ServingState
+from lorafleet.deploy.settings import Settings
+
+
+def apply(s: Settings, versions: dict[str, str]) -> None:
+    p = render.paths(s)
+    container = render.container_name(s)
+    state = host.get_fact(ServingState, container=container, gateway=s.gateway_container if s.network_mode == "gateway" else "")
+
+    manifest = files.put(
+        name="Write the adapter manifest", src=StringIO(render.render_manifest(s, versions)), dest=p.manifest
+    )
+    compose = files.put(name="Render the serving compose project", src=StringIO(render.render_compose(s)), dest=p.compose_file)
+
+    applied = host.get_fact(FileContents, path=p.env_applied) or [""]
+    decision = decide(
+        ServingFacts.from_fact(state, env_applied=applied[0].strip()),
+        engine_hash=render.engine_hash(s),
+        env_hash=render.sha1_hex(render.render_env_file(s)),
+        versions=versions,
+    )
+    for reason in decision.reasons:
+        logger.info(f"{host.name}: {reason}")
+    up = server.shell(
+        name="Start vLLM and wait for /health (rolls back on failure)",
+        commands=[render.start_with_rollback_command(s, force_recreate=decision.recreate)],
+        _if=lambda: decision.start or compose.did_change(),
+    )
+    sync = server.shell(
+        name="Bring the served adapters to the manifest (no restart)",
+        commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py")])],
+        _if=lambda: decision.sync or manifest.did_change(),
+    )
+    server.shell(
+        name="Verify /v1/models lists the base model and every adapter",
+        commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py"), "--verify"])],
+        _if=lambda: up.did_change() or sync.did_change(),
+    )
+    logger.info(f"{host.name}: the endpoint is {render.endpoint_url(s, host.name)}")

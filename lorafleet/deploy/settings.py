@@ -1,0 +1,439 @@
+"""Settings: every knob from group_data, validated in one place before any host is touched.
+
+`build_settings` is pure: it takes the host's data (a mapping) and the secrets
+(a mapping) and returns a frozen `Settings`, or raises `SettingsError` listing
+every problem, each naming the setting, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from lorafleet.deploy import layout
+from lorafleet.deploy.adapters import check as adapter_check
+
+# vLLM 0.32 accepts only these values for --max-lora-rank.
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+PROFILES = ("cuda", "cpu")
+NETWORK_MODES = ("gateway", "publish")
+BASE_MODEL_SOURCES = ("hub", "upload", "demo")
+# Adapter names become URL path parts, folder names and the OpenAI `model` field.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+# Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
+SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
+COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists each with its fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "lorafleet: invalid settings (nothing was changed on the host):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One declared LoRA adapter: its served name and where it comes from."""
+
+    name: str
+    kind: str  # "path" (folder on the laptop), "hub" (repo at revision) or "demo"
+    source: str = ""  # laptop folder or hub repo id; empty for demo adapters
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one host."""
+
+    profile: str
+    cuda_image: str
+    cpu_vllm_version: str
+    cpu_base_image: str
+    base_model_source: str
+    base_model: str
+    base_model_revision: str
+    base_model_gated: bool
+    served_model_name: str
+    adapters: tuple[Adapter, ...]
+    models_root: str
+    adapters_root: str
+    cache_root: str
+    stack_dir: str
+    compose_project: str
+    network_mode: str
+    gateway_container: str
+    publish_address: str
+    port: int
+    max_loras: int
+    max_lora_rank: int
+    max_cpu_loras: int
+    max_num_seqs: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    cpu_kvcache_space_gib: int
+    enable_prefix_caching: bool
+    enable_chunked_prefill: bool
+    enable_tool_calling: bool
+    tool_call_parser: str
+    extra_vllm_args: tuple[str, ...]
+    vllm_env: tuple[tuple[str, str], ...]
+    health_timeout_seconds: int
+    check_adapter_base: bool
+    prune_adapters: bool
+    create_storage_roots: bool
+    generate_api_key: bool
+    tailscale_advertise_tags: str
+    endpoint_host: str
+    endpoint_url: str
+    secrets: "Secrets" = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def base_model_dir(self) -> str:
+        """Where the base model lives on the host (and, by path parity, in the container)."""
+        return layout.base_model_dir(self.models_root, self.base_model_source, self.base_model, self.base_model_revision)
+
+    def adapter_dir(self, name: str) -> str:
+        return layout.adapter_dir(self.adapters_root, name)
+
+    @property
+    def demo_dir(self) -> str:
+        return layout.demo_dir(self.models_root)
+
+    @property
+    def adapter_base_name(self) -> str:
+        """The base model name adapters must have been trained on."""
+        if self.base_model_source == "demo":
+            return adapter_check.DEMO_BASE_NAME
+        return self.base_model
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret values; never rendered into compose files or printed."""
+
+    hf_token: str = ""
+    api_key: str = ""
+
+    def __repr__(self) -> str:  # a Settings repr in a traceback must not leak them
+        return "Secrets(<hidden>)"
+
+
+# Keys of host data that belong to pyinfra's connectors (ssh_port, fake_responses, _sudo, ...), not to lorafleet.
+CONNECTOR_KEY_PREFIXES = ("ssh_", "fake_", "docker_", "winrm_", "chroot_", "local_", "_")
+# Settings that may be absent or None: their meaning when unset is described in group_data/all.py.
+OPTIONAL = {"max_cpu_loras": None, "endpoint_url": None, "endpoint_host": None}
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every setting lorafleet knows: the fields of `Settings` that come from group_data."""
+    return tuple(f.name for f in fields(Settings) if f.name not in ("secrets", "warnings"))
+
+
+def unknown_keys(data: Mapping[str, Any]) -> list[str]:
+    """One problem per key in host data that is no setting, with the nearest known name."""
+    known = setting_names()
+    problems = []
+    for key in sorted(data):
+        if key in known or key.startswith(CONNECTOR_KEY_PREFIXES) or not key.islower():
+            continue
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {near[0]}?" if near else "see group_data/all.py for every setting"
+        problems.append(f"{key} is not a lorafleet setting: {hint} (remove it or correct its name)")
+    return problems
+
+
+def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True) -> Settings:
+    """Validate host data into `Settings`, or raise `SettingsError` naming every bad setting."""
+    problems: list[str] = unknown_keys(data)
+    # A setting left at None counts as unset: optional ones mean "derive it", required ones are reported.
+    d = {**OPTIONAL, **{k: v for k, v in data.items() if v is not None}}
+
+    def need(key: str) -> Any:
+        if key not in d:
+            problems.append(f"{key} is not set: add it to group_data/all.py")
+            return None
+        return d[key]
+
+    def choice(key: str, allowed: tuple) -> Any:
+        value = need(key)
+        if value is not None and value not in allowed:
+            problems.append(f"{key}={value!r} is not allowed: use one of {', '.join(map(str, allowed))}")
+        return value
+
+    def integer(key: str, low: int, high: int | None = None) -> int:
+        value = need(key)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}={value!r} must be a whole number")
+            return 0
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            problems.append(f"{key}={value} is out of range: use a number {bound}")
+        return value
+
+    def flag(key: str) -> bool:
+        value = need(key)
+        if value is not None and not isinstance(value, bool):
+            problems.append(f"{key}={value!r} must be True or False")
+        return bool(value)
+
+    def abs_path(key: str) -> str:
+        value = need(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str) or not PurePosixPath(value).is_absolute():
+            problems.append(
+                f"{key}={value!r} is not an absolute path: storage paths are bound by the Docker "
+                "daemon, which resolves them on its own filesystem; give a path starting with /"
+            )
+            return str(value)
+        value = value.rstrip("/")
+        if not SAFE_PATH.fullmatch(value):
+            problems.append(
+                f"{key}={value or '/'!r} must be a folder below / of letters, digits and . _ - @ + "
+                "(no spaces or ':', which break volume specs and shell commands)"
+            )
+        return value
+
+    def pattern(key: str, regex: re.Pattern, allowed: str) -> str:
+        value = str(need(key) or "")
+        if not regex.fullmatch(value):
+            problems.append(f"{key}={value!r} is not allowed: {allowed}")
+        return value
+
+    profile = choice("profile", PROFILES)
+    network_mode = choice("network_mode", NETWORK_MODES)
+    source = choice("base_model_source", BASE_MODEL_SOURCES)
+    base_model = need("base_model") or ""
+    served = need("served_model_name") or ""
+    port = integer("port", 1, 65535)
+    max_loras = integer("max_loras", 1)
+    max_lora_rank = integer("max_lora_rank", 1)
+    if max_lora_rank and max_lora_rank not in ALLOWED_LORA_RANKS:
+        problems.append(
+            f"max_lora_rank={max_lora_rank} is not a rank vLLM accepts: use one of "
+            f"{', '.join(map(str, ALLOWED_LORA_RANKS))}"
+        )
+
+    fraction = need("gpu_memory_utilization")
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1
+    ):
+        problems.append(f"gpu_memory_utilization={fraction!r} must be a fraction in (0, 1], e.g. 0.85")
+
+    if source == "hub" and base_model and not HUB_REPO.fullmatch(str(base_model)):
+        problems.append(f"base_model={base_model!r} is not a hub repo id like 'google/functiongemma-270m-it'")
+    if source == "hub" and d.get("base_model_gated") and not secrets.hf_token:
+        problems.append(
+            f"base_model={base_model!r} is gated on the Hugging Face hub and HF_TOKEN is not set: "
+            "export HF_TOKEN (or put it in .secrets.env) from an account that accepted the model's terms"
+        )
+    if source == "upload" and check_sources and not Path(str(base_model)).expanduser().is_dir():
+        problems.append(f"base_model={base_model!r} (base_model_source='upload') is not a folder on this laptop")
+    if not SERVED_NAME.fullmatch(str(served)):
+        problems.append(f"served_model_name={served!r} must be letters, digits, '.', '_', '-' or '/'")
+
+    adapters = _adapters(need("adapters"), served, source, problems, check_sources)
+
+    max_cpu_loras = d.get("max_cpu_loras")
+    if max_cpu_loras is None:
+        # vLLM evicts adapters from its CPU cache beyond this; keep every declared adapter resident.
+        max_cpu_loras = max(max_loras, len(adapters))
+    else:
+        max_cpu_loras = integer("max_cpu_loras", 1)
+        if max_loras and max_cpu_loras < max_loras:
+            problems.append(
+                f"max_cpu_loras={max_cpu_loras} is below max_loras={max_loras}: vLLM refuses this; "
+                f"set max_cpu_loras to at least {max(max_loras, len(adapters))} (or leave it unset)"
+            )
+        elif max_cpu_loras < len(adapters):
+            problems.append(
+                f"max_cpu_loras={max_cpu_loras} is below the {len(adapters)} declared adapters: they "
+                f"would be evicted and reloaded constantly; set it to at least {len(adapters)} (or leave it unset)"
+            )
+
+    extra = need("extra_vllm_args") or []
+    if not isinstance(extra, (list, tuple)) or not all(isinstance(a, str) for a in extra):
+        problems.append(f"extra_vllm_args={extra!r} must be a list of strings, e.g. ['--seed', '0']")
+        extra = []
+    env = need("vllm_env") or {}
+    if not isinstance(env, Mapping):
+        problems.append(f"vllm_env={env!r} must be a mapping of variable name to value")
+        env = {}
+
+    settings = Settings(
+        profile=profile or "",
+        cuda_image=_image(d, "cuda_image", problems),
+        cpu_vllm_version=pattern("cpu_vllm_version", VERSION, "use a release number like 0.32.0"),
+        cpu_base_image=pattern("cpu_base_image", IMAGE_REF, "use an image reference with a tag, like python:3.11-slim"),
+        base_model_source=source or "",
+        base_model=str(Path(str(base_model)).expanduser().resolve()) if source == "upload" else str(base_model),
+        base_model_revision=pattern("base_model_revision", REVISION, "use a branch, tag or commit sha"),
+        base_model_gated=flag("base_model_gated"),
+        served_model_name=str(served),
+        adapters=tuple(adapters),
+        models_root=abs_path("models_root"),
+        adapters_root=abs_path("adapters_root"),
+        cache_root=abs_path("cache_root"),
+        stack_dir=abs_path("stack_dir"),
+        compose_project=pattern("compose_project", COMPOSE_PROJECT, "use lower-case letters, digits, '_' and '-'"),
+        network_mode=network_mode or "",
+        gateway_container=pattern("gateway_container", CONTAINER_NAME, "use letters, digits, '_', '.' and '-'"),
+        publish_address=_address(need("publish_address"), problems),
+        port=port,
+        max_loras=max_loras,
+        max_lora_rank=max_lora_rank,
+        max_cpu_loras=max_cpu_loras,
+        max_num_seqs=integer("max_num_seqs", 1),
+        max_model_len=integer("max_model_len", 16),
+        gpu_memory_utilization=float(fraction or 0),
+        cpu_kvcache_space_gib=integer("cpu_kvcache_space_gib", 1),
+        enable_prefix_caching=flag("enable_prefix_caching"),
+        enable_chunked_prefill=flag("enable_chunked_prefill"),
+        enable_tool_calling=flag("enable_tool_calling"),
+        tool_call_parser=str(need("tool_call_parser") or ""),
+        extra_vllm_args=tuple(extra),
+        vllm_env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
+        health_timeout_seconds=integer("health_timeout_seconds", 10),
+        check_adapter_base=flag("check_adapter_base"),
+        prune_adapters=flag("prune_adapters"),
+        create_storage_roots=flag("create_storage_roots"),
+        generate_api_key=flag("generate_api_key"),
+        tailscale_advertise_tags=_tags(need("tailscale_advertise_tags"), problems),
+        endpoint_host=pattern("endpoint_host", HOSTNAME, "use a host name like function-gemma-server") if d["endpoint_host"] else "",
+        endpoint_url=str(d["endpoint_url"] or ""),
+        secrets=secrets,
+        warnings=tuple(_warnings(max_loras, len(adapters))),
+    )
+    roots = {"models_root": settings.models_root, "adapters_root": settings.adapters_root,
+             "cache_root": settings.cache_root, "stack_dir": settings.stack_dir}
+    for key, path in roots.items():
+        for other, other_path in roots.items():
+            if key < other and path and other_path and (
+                path == other_path or path.startswith(other_path + "/") or other_path.startswith(path + "/")
+            ):
+                problems.append(f"{key}={path} and {other}={other_path} overlap: give each its own folder")
+    if settings.network_mode == "gateway" and not settings.gateway_container:
+        problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
+    if check_sources:
+        problems.extend(_check_adapter_folders(settings))
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _address(value: Any, problems: list[str]) -> str:
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        problems.append(f"publish_address={value!r} is not an IP address: use 127.0.0.1 (this host only)")
+        return str(value)
+    return str(address)
+
+
+def _tags(value: Any, problems: list[str]) -> str:
+    text = "" if value is None else str(value)
+    if text and not all(TAG.fullmatch(tag) for tag in text.split(",")):
+        problems.append(
+            f"tailscale_advertise_tags={text!r} must be comma-separated Tailscale tags like 'tag:gpu,tag:lorafleet'"
+        )
+    return text
+
+
+def _warnings(max_loras: int, adapter_count: int) -> list[str]:
+    if max_loras and adapter_count > max_loras:
+        return [
+            f"max_loras={max_loras} is below the {adapter_count} declared adapters: at most {max_loras} different "
+            "adapters run in one batch, requests to the others wait for a slot; raise max_loras if they are busy at once"
+        ]
+    return []
+
+
+def _image(d: Mapping[str, Any], key: str, problems: list[str]) -> str:
+    value = str(d.get(key) or "")
+    if not IMAGE_REF.fullmatch(value) or value.endswith(":latest"):
+        problems.append(f"{key}={value!r} must name a pinned tag (e.g. vllm/vllm-openai:v0.32.0), never latest")
+    return value
+
+
+def _adapters(raw: Any, served: str, source: str | None, problems: list[str], check_sources: bool) -> list[Adapter]:
+    if not isinstance(raw, (list, tuple)):
+        problems.append(f"adapters={raw!r} must be a list of {{'name': ..., 'path'|'hub'|'demo': ...}} entries")
+        return []
+    adapters: list[Adapter] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"adapters[{index}]"
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            problems.append(f"{where}={entry!r} must be a mapping with a 'name'")
+            continue
+        name = str(entry["name"])
+        where = f"adapters[{index}] (name={name!r})"
+        if not SAFE_NAME.fullmatch(name) or len(name) > 64 or name.endswith(".partial"):
+            problems.append(
+                f"{where}: the name is not a safe identifier: use letters, digits, '.', '_' or '-' "
+                "(at most 64, starting with a letter or digit, not ending in .partial)"
+            )
+        if name == served:
+            problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
+        if name in seen:
+            problems.append(f"{where}: two adapters are named {name!r}; names must be unique")
+        seen.add(name)
+        kinds = [k for k in ("path", "hub", "demo") if entry.get(k)]
+        if len(kinds) != 1:
+            problems.append(f"{where}: give exactly one source: 'path' (laptop folder), 'hub' (repo id) or 'demo': True")
+            continue
+        kind = kinds[0]
+        if kind == "demo":
+            if source != "demo":
+                problems.append(f"{where}: demo adapters need base_model_source='demo'")
+            adapters.append(Adapter(name=name, kind="demo"))
+        elif kind == "hub":
+            repo = str(entry["hub"])
+            if not HUB_REPO.fullmatch(repo):
+                problems.append(f"{where}: hub={repo!r} is not a repo id like 'you/sql-lora'")
+            revision = str(entry.get("revision") or "main")
+            if not REVISION.fullmatch(revision):
+                problems.append(f"{where}: revision={revision!r} is not a branch, tag or commit sha")
+            adapters.append(Adapter(name=name, kind="hub", source=repo, revision=revision))
+        else:
+            folder = str(Path(str(entry["path"])).expanduser())
+            if check_sources and not Path(folder).is_dir():
+                problems.append(f"{where}: path={entry['path']!r} does not exist on this laptop: fix the path or remove the entry")
+                continue
+            adapters.append(Adapter(name=name, kind="path", source=folder))
+    return adapters
+
+
+def _check_adapter_folders(settings: Settings) -> list[str]:
+    """Validate every laptop-side adapter folder before anything is uploaded."""
+    problems = []
+    for adapter in settings.adapters:
+        if adapter.kind != "path":
+            continue
+        for issue in adapter_check.check_adapter_dir(
+            adapter.source,
+            max_lora_rank=settings.max_lora_rank,
+            base_model=settings.adapter_base_name if settings.check_adapter_base else None,
+        ):
+            problems.append(f"adapters (name={adapter.name!r}) at {adapter.source}: {issue}")
+    return problems

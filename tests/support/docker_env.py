@@ -1,0 +1,31 @@
+"""What the Docker-backed tests (e2e, bootstrap) need from this machine, found in one place."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from lorafleet.deploy.image.local_base import local_base_image  # noqa: F401 (the tests' one place to ask)
+
+COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
+HOW_TO_ENABLE = "run `.ci/setup.sh` (installs and starts a Docker engine with compose v2), then rerun"
+
+
+def sh(*args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise with the tail of its output."""
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def docker_engine_problem() -> str | None:
+    """Why tests that need a Docker engine cannot run here, or None."""
+    if shutil.which("docker") is None:
+        return f"no docker CLI: {HOW_TO_ENABLE}"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return f"no Docker engine reachable (`docker info` failed): {HOW_TO_ENABLE}"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return f"docker compose v2 is missing: {HOW_TO_ENABLE}"
+    return None
