@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pyinfra import logger
 from pyinfra.api.exceptions import DeployError
 
@@ -13,8 +15,11 @@ from lorafleet.deploy.settings import Settings, SettingsError, build_settings
 def host_settings(host) -> Settings:
     """Validate every setting of `host` (and the secrets) or stop before anything is planned."""
     data = host.data.dict()
+    # A plan (`--dry`, or the @fake connector) shows every step even before the user has every secret.
+    plan_only = "--dry" in sys.argv or host.name.startswith("@fake")
     try:
-        settings = build_settings(data, resolve_secrets(PROJECT_ROOT, generate_api_key=data.get("generate_api_key") is not False))
+        secrets = resolve_secrets(PROJECT_ROOT, generate_api_key=data.get("generate_api_key") is not False)
+        settings = build_settings(data, secrets, plan_only=plan_only)
     except SettingsError as exc:
         raise DeployError(f"{host.name}: {exc}") from None
     for warning in settings.warnings:

@@ -276,6 +276,20 @@ def endpoint_url(s: Settings, host_name: str) -> str:
     return f"http://{address}:{s.port}/v1"
 
 
+def next_commands(s: Settings, host_name: str) -> list[str]:
+    """What a newcomer can paste after a deploy: the check, and one request to an adapter. Never the key."""
+    endpoint = endpoint_url(s, host_name)
+    model = s.adapters[0].name if s.adapters else s.served_model_name
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})
+    return [
+        f"lorafleet check --url {endpoint}",
+        f"curl -s {endpoint}/chat/completions -H \"Authorization: Bearer $LORAFLEET_API_KEY\" "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "  (the key: LORAFLEET_API_KEY from your environment or .secrets.env, else the one the deploy keeps in .state/api-key)",
+        f"models: {', '.join([s.served_model_name, *(a.name for a in s.adapters)])}",
+    ]
+
+
 def render_gateway_env(s: Settings, ts_hostname: str, advertise_tags: str = "") -> str:
     """Non-secret values the gateway compose file interpolates (its .env); the bootstrap writes the same."""
     values = {

@@ -160,8 +160,13 @@ def unknown_keys(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True) -> Settings:
-    """Validate host data into `Settings`, or raise `SettingsError` naming every bad setting."""
+def build_settings(
+    data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True, plan_only: bool = False
+) -> Settings:
+    """Validate host data into `Settings`, or raise `SettingsError` naming every bad setting.
+
+    `plan_only` (a dry run): what only the real run needs, such as HF_TOKEN, is a warning, not an error.
+    """
     problems: list[str] = unknown_keys(data)
     # A setting left at None counts as unset: optional ones mean "derive it", required ones are reported.
     d = {**OPTIONAL, **{k: v for k, v in data.items() if v is not None}}
@@ -242,8 +247,9 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
 
     if source == "hub" and base_model and not HUB_REPO.fullmatch(str(base_model)):
         problems.append(f"base_model={base_model!r} is not a hub repo id like 'google/functiongemma-270m-it'")
+    later: list[str] = []  # problems a dry run may plan past
     if source == "hub" and d.get("base_model_gated") and not secrets.hf_token:
-        problems.append(
+        later.append(
             f"base_model={base_model!r} is gated on the Hugging Face hub and HF_TOKEN is not set: "
             "export HF_TOKEN (or put it in .secrets.env) from an account that accepted the model's terms"
         )
@@ -322,7 +328,7 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         endpoint_host=pattern("endpoint_host", HOSTNAME, "use a host name like function-gemma-server") if d["endpoint_host"] else "",
         endpoint_url=str(d["endpoint_url"] or ""),
         secrets=secrets,
-        warnings=tuple(_warnings(max_loras, len(adapters))),
+        warnings=tuple(_warnings(max_loras, len(adapters)) + [f"the real deploy will stop here: {p}" for p in later if plan_only]),
     )
     roots = {"models_root": settings.models_root, "adapters_root": settings.adapters_root,
              "cache_root": settings.cache_root, "stack_dir": settings.stack_dir}
@@ -336,6 +342,8 @@ def build_settings(data: Mapping[str, Any], secrets: Secrets, check_sources: boo
         problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
     if check_sources:
         problems.extend(_check_adapter_folders(settings))
+    if not plan_only:
+        problems.extend(later)
     if problems:
         raise SettingsError(problems)
     return settings

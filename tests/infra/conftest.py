@@ -1,7 +1,7 @@
 """The testinfra suite users run against their own deployed box: `pytest tests/infra`.
 
 The target comes from the inventory (`--inventory`, `--target`); its shell is
-reached with testinfra (`--hosts` overrides, e.g. `--hosts=ssh://gpu-box`), its
+reached with testinfra (`--hosts` overrides, e.g. `--hosts=ssh://function-gemma-server`), its
 API from this machine with the official openai client.
 """
 

@@ -147,7 +147,7 @@ def test_docker_compose_config_accepts_the_gateway_project(gpu, tmp_path):
     stack = tmp_path / "stack"
     (stack / "secrets").mkdir(parents=True)
     (stack / "secrets" / "gateway.env").write_text("TS_AUTHKEY=tskey-test\n")
-    (tmp_path / ".env").write_text(render.render_gateway_env(gpu, "gpu-box").replace(gpu.stack_dir, str(stack)))
+    (tmp_path / ".env").write_text(render.render_gateway_env(gpu, "function-gemma-server").replace(gpu.stack_dir, str(stack)))
     result = subprocess.run(["docker", "compose", "--project-directory", str(tmp_path), "config", "--quiet"],
                             capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr

@@ -69,6 +69,17 @@ BAD_INPUTS = [
     ("adapter name ending in .partial", {"adapters": [{"name": "sql.partial", "hub": "a/b"}]}, "name is not a safe identifier"),
     ("empty served name", {"served_model_name": ""}, "served_model_name=''"),
     ("required setting left at None", {"port": None}, "port is not set"),
+    ("a typo in a setting's name", {"max_lora": 99}, "max_lora is not a lorafleet setting: did you mean max_loras?"),
+    ("a setting nobody knows", {"colour": "blue"}, "colour is not a lorafleet setting"),
+    ("adapter name ending in a newline", {"adapters": [{"name": "sql\n", "hub": "a/b"}]}, "name is not a safe identifier"),
+    ("stack_dir ending in a newline", {"stack_dir": "/opt/lorafleet\n"}, "stack_dir="),
+    ("revision ending in a newline", {"base_model_revision": "main\n"}, "base_model_revision="),
+    ("publish_address not an address", {"publish_address": "not an ip"}, "publish_address='not an ip' is not an IP address"),
+    ("a newline in the tags", {"tailscale_advertise_tags": "tag:gpu\nTS_AUTHKEY=x"}, "tailscale_advertise_tags="),
+    ("a tag without tag:", {"tailscale_advertise_tags": "gpu"}, "must be comma-separated Tailscale tags"),
+    ("endpoint_host with a space", {"endpoint_host": "gpu box"}, "endpoint_host='gpu box' is not allowed"),
+    ("gateway container with a slash", {"gateway_container": "a/b"}, "gateway_container='a/b' is not allowed"),
+    ("create_storage_roots not a flag", {"create_storage_roots": "yes"}, "create_storage_roots='yes' must be True or False"),
 ]
 
 
@@ -78,6 +89,15 @@ def test_bad_input_is_refused_with_its_setting_named(gpu_data, overrides, expect
         build_settings({**gpu_data, **overrides}, TOKEN)
     assert expected in str(caught.value)
     assert "nothing was changed on the host" in str(caught.value)
+
+
+def test_connector_keys_are_not_settings(gpu_data):
+    build_settings({**gpu_data, "ssh_port": 2222, "ssh_key": "/k", "fake_responses": {}, "_sudo": True}, TOKEN)
+
+
+def test_a_plan_without_hf_token_warns_instead(gpu_data):
+    s = build_settings(gpu_data, Secrets(api_key="k"), plan_only=True)
+    assert any("the real deploy will stop here" in w and "HF_TOKEN is not set" in w for w in s.warnings)
 
 
 def test_gated_model_without_hf_token_is_refused(gpu_data):

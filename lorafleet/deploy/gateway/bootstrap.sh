@@ -27,7 +27,7 @@ MODELS_ROOT=/mnt/d/AI_Models/base
 ADAPTERS_ROOT=/mnt/e/AI_Models/adapters
 CACHE_ROOT=/mnt/d/AI_Models/cache
 STACK_DIR=/opt/lorafleet
-TS_NAME=gpu-box
+TS_NAME=function-gemma-server
 DEFAULTS="$MODELS_ROOT $ADAPTERS_ROOT $CACHE_ROOT $STACK_DIR"
 
 PROJECT=${LORAFLEET_GATEWAY_PROJECT:-lorafleet-gateway}
@@ -170,7 +170,7 @@ check_path --adapters-root "$ADAPTERS_ROOT"
 check_path --cache-root "$CACHE_ROOT"
 check_path --stack-dir "$STACK_DIR"
 [[ $TS_NAME =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] ||
-    usage_error "--hostname '$TS_NAME' is not a valid Tailscale machine name: lowercase letters, digits and '-', at most 63, e.g. gpu-box"
+    usage_error "--hostname '$TS_NAME' is not a valid Tailscale machine name: lowercase letters, digits and '-', at most 63, e.g. function-gemma-server"
 for name in "$PROJECT" "$CONTAINER"; do
     [[ $name =~ ^[a-z0-9][a-z0-9_.-]*$ ]] || usage_error "'$name' is not a valid compose project / container name: lowercase letters, digits, '-', '_' and '.'"
 done

@@ -7,7 +7,7 @@ from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import files, python, server
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.decide import ServingFacts, decide
@@ -44,9 +44,17 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
         commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py")])],
         _if=lambda: decision.sync or manifest.did_change(),
     )
-    server.shell(
+    verify = server.shell(
         name="Verify /v1/models lists the base model and every adapter",
         commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py"), "--verify"])],
         _if=lambda: up.did_change() or sync.did_change(),
     )
     logger.info(f"{host.name}: the endpoint is {render.endpoint_url(s, host.name)}")
+    # Only after a run that started or synced vLLM: an unchanged second run stays at zero changes.
+    python.call(name="Print the next commands", function=_print_next, s=s, host_name=host.name, _if=verify.did_change)
+
+
+def _print_next(s: Settings, host_name: str) -> None:
+    logger.info(f"{host_name}: serving at {render.endpoint_url(s, host_name)}; try:")
+    for line in render.next_commands(s, host_name):
+        logger.info(f"    {line}")

@@ -1,0 +1,95 @@
+"""The serving step's decision, case by case: start, recreate, sync, or nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorafleet.deploy.decide import ServingFacts, decide
+
+ENGINE = "engine-now"
+ENV = "env-now"
+VERSIONS = {"sql": "v2", "email": "v1"}
+HEALTHY = ServingFacts(
+    exists=True, running=True, healthy=True, engine=ENGINE, served=("email", "sql"),
+    applied={"sql": "v2", "email": "v1"}, env_applied=ENV,
+)
+
+
+def run(facts: ServingFacts, **kw):
+    return decide(facts, engine_hash=kw.get("engine", ENGINE), env_hash=kw.get("env", ENV), versions=kw.get("versions", VERSIONS))
+
+
+def replace(**changes) -> ServingFacts:
+    return ServingFacts(**{**HEALTHY.__dict__, **changes})
+
+
+def test_nothing_changed_does_nothing():
+    d = run(HEALTHY)
+    assert (d.start, d.recreate, d.sync, d.reasons) == (False, False, False, ())
+
+
+def test_first_deploy_starts():
+    d = run(ServingFacts())
+    assert d.start and not d.recreate and not d.sync
+    assert d.reasons == ("vLLM is not deployed yet",)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"running": False, "healthy": False}, "not running"),
+    ({"healthy": False}, "not healthy"),
+    ({"engine": "engine-before"}, "not from the current engine"),
+])
+def test_stale_or_down_engine_starts_without_forcing_a_new_container(changes, reason):
+    d = run(replace(**changes))
+    assert d.start and not d.recreate
+    assert any(reason in r for r in d.reasons)
+
+
+def test_failed_start_rolled_back_is_started_again_on_the_next_deploy():
+    # start.sh put the last good compose file back: the running container has the old engine label.
+    d = run(replace(engine="engine-last-good"))
+    assert d.start and not d.sync
+
+
+def test_rotated_api_key_recreates():
+    d = run(replace(), env="env-rotated")
+    assert d.start and d.recreate
+    assert d.reasons == ("the API key changed since vLLM started",)
+
+
+def test_missing_applied_hash_recreates_a_running_container():
+    d = run(replace(env_applied=""))
+    assert d.recreate
+
+
+def test_gateway_recreated_recreates():
+    d = run(replace(network_stale=True))
+    assert d.start and d.recreate
+    assert "gateway" in d.reasons[0]
+
+
+def test_network_stale_without_a_container_is_a_plain_start():
+    d = run(ServingFacts(network_stale=True, env_applied="old"))
+    assert d.start and not d.recreate
+
+
+@pytest.mark.parametrize("changes", [
+    {"served": ("sql",)},  # an adapter missing
+    {"served": ("email", "sql", "old")},  # an undeclared one still loaded
+    {"applied": {"sql": "v1", "email": "v1"}},  # an old version loaded
+])
+def test_adapter_drift_only_syncs(changes):
+    d = run(replace(**changes))
+    assert d.sync and not d.start and not d.recreate
+
+
+def test_served_unknown_does_not_sync():
+    # The container could not be asked (not running): starting it loads the manifest anyway.
+    d = run(replace(served=None, running=False))
+    assert d.start and not d.sync
+
+
+def test_from_fact_reads_the_fact_shape():
+    fact = {"exists": True, "running": True, "healthy": True, "engine": ENGINE, "network_stale": False,
+            "served": ["sql", "email"], "applied": {"sql": "v2", "email": "v1"}}
+    assert run(ServingFacts.from_fact(fact, env_applied=ENV)) == run(HEALTHY)
