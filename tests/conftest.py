@@ -29,6 +29,16 @@ def local_data() -> dict:
     return group_data("local")
 
 
+def pytest_sessionstart(session):
+    """In CI the Docker-backed suites must run: a missing engine fails the run instead of skipping them."""
+    from tests.support.docker_env import docker_engine_problem, in_ci, local_base_image
+
+    if in_ci():
+        problem = docker_engine_problem() or (None if local_base_image() else "no local base image (lorafleet/base)")
+        if problem:
+            pytest.exit(f"CI=true, and the e2e and bootstrap tests cannot run: {problem}", returncode=1)
+
+
 def pytest_ignore_collect(collection_path, config):
     """tests/infra checks a deployed box: it runs only when asked for (the e2e scenario runs it too)."""
     if collection_path.name == "infra" and collection_path.parent == ROOT / "tests":

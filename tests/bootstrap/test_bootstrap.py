@@ -42,7 +42,7 @@ needs_docker = pytest.mark.skipif(DOCKER_PROBLEM is not None, reason=DOCKER_PROB
 def base_image() -> str:
     image = local_base_image()
     if not image:
-        pytest.skip("no local base image: run `.ci/setup.sh` (it builds one and writes /var/tmp/lorafleet/ci.env)")
+        pytest.skip("no local base image: run `.ci/setup.sh` (it builds lorafleet/base)")
     return image
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,8 +25,16 @@ def docker_engine_problem() -> str | None:
     """Why tests that need a Docker engine cannot run here, or None."""
     if shutil.which("docker") is None:
         return f"no docker CLI: {HOW_TO_ENABLE}"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return f"no Docker engine reachable (`docker info` failed): {HOW_TO_ENABLE}"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-        return f"docker compose v2 is missing: {HOW_TO_ENABLE}"
+    try:
+        if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+            return f"no Docker engine reachable (`docker info` failed): {HOW_TO_ENABLE}"
+        if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode != 0:
+            return f"docker compose v2 is missing: {HOW_TO_ENABLE}"
+    except subprocess.TimeoutExpired:
+        return f"the Docker engine does not answer (`docker info` timed out after 30 s): {HOW_TO_ENABLE}"
     return None
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there a missing engine is a failure, never a skip."""
+    return os.environ.get("CI", "").lower() == "true"
