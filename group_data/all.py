@@ -35,6 +35,7 @@ tailscale_advertise_tags = ""  # e.g. "tag:gpu": needed when the gateway joined 
 endpoint_host = None  # the name the laptop reaches the box by; None: the inventory's host name (LORAFLEET_GPU_HOST)
 endpoint_url = None  # the endpoint (OpenAI base URL, ending in /v1) when the laptop reaches it another way, e.g. through a proxy
 publish_address = "127.0.0.1"  # with network_mode = "publish": the host address the port is published on
+publish_beyond_loopback = False  # True: allow a publish_address other than loopback (vLLM then answers that network)
 port = 8000  # vLLM's port
 compose_project = "lorafleet"  # compose project name of the serving stack
 
@@ -58,3 +59,4 @@ health_timeout_seconds = 900  # how long a (re)start may take to answer /health:
 # HF_TOKEN, LORAFLEET_API_KEY. With no API key, one is generated on the first deploy
 # and kept in .state/api-key on this laptop.
 generate_api_key = True
+serve_without_api_key = False  # True: serve with no API key at all (only on a network you trust: /v1 is then open to all)

@@ -55,8 +55,13 @@ def check_secret(name: str, value: str) -> None:
         ])
 
 
-def resolve_secrets(project_root: Path, env: Mapping[str, str] = os.environ, generate_api_key: bool = True) -> Secrets:
-    """Collect the secrets for a deploy; generates and stores an API key if none was given."""
+def resolve_secrets(
+    project_root: Path, env: Mapping[str, str] = os.environ, generate_api_key: bool = True, create: bool = True
+) -> Secrets:
+    """Collect the secrets for a deploy; generates and stores an API key if none was given.
+
+    `create=False` (read-only tools) uses a generated key that exists but never makes one.
+    """
     merged = laptop_config(project_root, env)
     for name in SECRET_VARS:
         check_secret(name, merged.get(name, ""))
@@ -65,7 +70,7 @@ def resolve_secrets(project_root: Path, env: Mapping[str, str] = os.environ, gen
         key_file = api_key_file(project_root, env)
         if key_file.is_file():
             api_key = key_file.read_text(encoding="utf-8").strip()
-        else:
+        elif create:
             api_key = token_source.token_urlsafe(32)
             key_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

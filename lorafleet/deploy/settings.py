@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.adapters import check as adapter_check
+from lorafleet.deploy.adapters.folder import folder_problems
 
 # vLLM 0.32 accepts only these values for --max-lora-rank.
 ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -99,6 +100,8 @@ class Settings:
     prune_adapters: bool
     create_storage_roots: bool
     generate_api_key: bool
+    serve_without_api_key: bool
+    publish_beyond_loopback: bool
     tailscale_advertise_tags: str
     endpoint_host: str
     endpoint_url: str
@@ -135,6 +138,12 @@ class Secrets:
     def __repr__(self) -> str:  # a Settings repr in a traceback must not leak them
         return "Secrets(<hidden>)"
 
+
+# Storage roots the deploy writes into: never these (nor anything below the second set).
+SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
+                  "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
+SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+                       "/var/lib/docker")
 
 # Keys of host data that belong to pyinfra's connectors (ssh_port, fake_responses, _sudo, ...), not to lorafleet.
 CONNECTOR_KEY_PREFIXES = ("ssh_", "fake_", "docker_", "winrm_", "chroot_", "local_", "_")
@@ -211,12 +220,18 @@ def build_settings(
                 "daemon, which resolves them on its own filesystem; give a path starting with /"
             )
             return str(value)
-        value = value.rstrip("/")
+        parts = PurePosixPath(value).parts
+        if ".." in parts:
+            problems.append(f"{key}={value!r} contains '..': write the folder it means, without '..'")
+            return value
+        value = str(PurePosixPath(*parts))  # normalised: no '.', '//' or trailing '/'
         if not SAFE_PATH.fullmatch(value):
             problems.append(
-                f"{key}={value or '/'!r} must be a folder below / of letters, digits and . _ - @ + "
+                f"{key}={value!r} must be a folder below / of letters, digits and . _ - @ + "
                 "(no spaces or ':', which break volume specs and shell commands)"
             )
+        elif value in SYSTEM_FOLDERS or any(value.startswith(f + "/") for f in SYSTEM_FOLDERS_DEEP):
+            problems.append(f"{key}={value!r} is a system folder the deploy would write into: choose a folder of your own")
         return value
 
     def pattern(key: str, regex: re.Pattern, allowed: str) -> str:
@@ -286,6 +301,8 @@ def build_settings(
         problems.append(f"vllm_env={env!r} must be a mapping of variable name to value")
         env = {}
 
+    publish_address = _address(need("publish_address"), problems)
+    publish_open = network_mode == "publish" and not _is_loopback(publish_address)
     settings = Settings(
         profile=profile or "",
         cuda_image=_image(d, "cuda_image", problems),
@@ -304,7 +321,9 @@ def build_settings(
         compose_project=pattern("compose_project", COMPOSE_PROJECT, "use lower-case letters, digits, '_' and '-'"),
         network_mode=network_mode or "",
         gateway_container=pattern("gateway_container", CONTAINER_NAME, "use letters, digits, '_', '.' and '-'"),
-        publish_address=_address(need("publish_address"), problems),
+        publish_address=publish_address,
+        publish_beyond_loopback=flag("publish_beyond_loopback"),
+        serve_without_api_key=flag("serve_without_api_key"),
         port=port,
         max_loras=max_loras,
         max_lora_rank=max_lora_rank,
@@ -328,7 +347,7 @@ def build_settings(
         endpoint_host=pattern("endpoint_host", HOSTNAME, "use a host name like function-gemma-server") if d["endpoint_host"] else "",
         endpoint_url=str(d["endpoint_url"] or ""),
         secrets=secrets,
-        warnings=tuple(_warnings(max_loras, len(adapters)) + [f"the real deploy will stop here: {p}" for p in later if plan_only]),
+        warnings=tuple(_warnings(max_loras, len(adapters), publish_open) + [f"the real deploy will stop here: {p}" for p in later if plan_only]),
     )
     roots = {"models_root": settings.models_root, "adapters_root": settings.adapters_root,
              "cache_root": settings.cache_root, "stack_dir": settings.stack_dir}
@@ -342,11 +361,46 @@ def build_settings(
         problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
     if check_sources:
         problems.extend(_check_adapter_folders(settings))
+    problems.extend(_door_problems(settings))
     if not plan_only:
         problems.extend(later)
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _door_problems(s: Settings) -> list[str]:
+    """The server is never left open by accident: no key only when asked for by name, no key outside the env file."""
+    problems = []
+    if not s.secrets.api_key and not s.serve_without_api_key:
+        problems.append(
+            "no API key: generate_api_key is False and LORAFLEET_API_KEY is not set, so anyone who reaches the port "
+            "could call every model and load adapters from any path; set LORAFLEET_API_KEY, set "
+            "generate_api_key = True, or (on a closed network only) serve_without_api_key = True"
+        )
+    if "VLLM_API_KEY" in dict(s.vllm_env):
+        problems.append(
+            "vllm_env sets VLLM_API_KEY: it would override the key of the 0600 env file (and an empty one switches the "
+            "key off); remove it and set LORAFLEET_API_KEY in the environment or .secrets.env"
+        )
+    if any(arg == "--api-key" or arg.startswith("--api-key=") for arg in s.extra_vllm_args):
+        problems.append(
+            "extra_vllm_args carries --api-key: the key would show in the process list and `docker inspect`; "
+            "remove it and set LORAFLEET_API_KEY in the environment or .secrets.env"
+        )
+    if s.network_mode == "publish" and not _is_loopback(s.publish_address) and not s.publish_beyond_loopback:
+        problems.append(
+            f"publish_address={s.publish_address!r} publishes vLLM beyond this host: set publish_beyond_loopback = True "
+            "to mean it, or use 127.0.0.1"
+        )
+    return problems
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return True  # reported by _address already
 
 
 def _address(value: Any, problems: list[str]) -> str:
@@ -367,13 +421,16 @@ def _tags(value: Any, problems: list[str]) -> str:
     return text
 
 
-def _warnings(max_loras: int, adapter_count: int) -> list[str]:
+def _warnings(max_loras: int, adapter_count: int, publish_open: bool) -> list[str]:
+    warnings = []
+    if publish_open:
+        warnings.append("publish_address is not a loopback address: vLLM answers every host that reaches that address")
     if max_loras and adapter_count > max_loras:
-        return [
+        warnings.append(
             f"max_loras={max_loras} is below the {adapter_count} declared adapters: at most {max_loras} different "
             "adapters run in one batch, requests to the others wait for a slot; raise max_loras if they are busy at once"
-        ]
-    return []
+        )
+    return warnings
 
 
 def _image(d: Mapping[str, Any], key: str, problems: list[str]) -> str:
@@ -403,9 +460,12 @@ def _adapters(raw: Any, served: str, source: str | None, problems: list[str], ch
             )
         if name == served:
             problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
-        if name in seen:
-            problems.append(f"{where}: two adapters are named {name!r}; names must be unique")
-        seen.add(name)
+        if name.lower() in seen:
+            problems.append(
+                f"{where}: two adapters are named {name!r} (names are compared ignoring case: they would share "
+                "a folder on a Windows drive); names must be unique"
+            )
+        seen.add(name.lower())
         kinds = [k for k in ("path", "hub", "demo") if entry.get(k)]
         if len(kinds) != 1:
             problems.append(f"{where}: give exactly one source: 'path' (laptop folder), 'hub' (repo id) or 'demo': True")
@@ -442,6 +502,6 @@ def _check_adapter_folders(settings: Settings) -> list[str]:
             adapter.source,
             max_lora_rank=settings.max_lora_rank,
             base_model=settings.adapter_base_name if settings.check_adapter_base else None,
-        ):
+        ) + folder_problems(adapter.source):
             problems.append(f"adapters (name={adapter.name!r}) at {adapter.source}: {issue}")
     return problems

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lorafleet.deploy import render
+from lorafleet.deploy import layout, render
 from lorafleet.tools.endpoint import resolve_endpoint
 from lorafleet.deploy.credentials import resolve_secrets
 from lorafleet.deploy.settings import Settings, build_settings
@@ -42,15 +42,15 @@ class Target:
         return spec
 
 
-def load_targets(inventory: str | os.PathLike = render.PROJECT_ROOT / "inventory.py") -> list[Target]:
+def load_targets(inventory: str | os.PathLike = layout.PROJECT_ROOT / "inventory.py") -> list[Target]:
     """Every host of an inventory file with its group data layered as pyinfra does."""
     from pyinfra.api import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
     with ctx_state.use(State()):  # pyinfra executes inventory files inside a state context
-        inv = make_inventory(str(inventory), cwd=str(render.PROJECT_ROOT))
-    secrets = resolve_secrets(render.PROJECT_ROOT, generate_api_key=False)
+        inv = make_inventory(str(inventory), cwd=str(layout.PROJECT_ROOT))
+    secrets = resolve_secrets(layout.PROJECT_ROOT, create=False)
     targets = []
     for host in inv:
         data = host.data.dict()
@@ -60,4 +60,4 @@ def load_targets(inventory: str | os.PathLike = render.PROJECT_ROOT / "inventory
 
 def api_key() -> str:
     """The API key every tool uses, found as `lorafleet.tools.endpoint` finds it."""
-    return resolve_endpoint(cwd=render.PROJECT_ROOT).api_key or ""
+    return resolve_endpoint(cwd=layout.PROJECT_ROOT).api_key or ""

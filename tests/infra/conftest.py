@@ -14,13 +14,13 @@ import pytest
 import requests
 import testinfra
 
-from lorafleet.deploy import render
+from lorafleet.deploy import layout, render
 from lorafleet.tools.targets import Target, api_key, load_targets
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("lorafleet")
-    group.addoption("--inventory", default=str(render.PROJECT_ROOT / "inventory.py"), help="inventory file of the target")
+    group.addoption("--inventory", default=str(layout.PROJECT_ROOT / "inventory.py"), help="inventory file of the target")
     group.addoption("--target", default=None, help="inventory host name (default: the inventory's only host)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_gpu_defaults_follow_the_plan(gpu_data):
 
 
 def test_local_defaults_validate(local_data):
-    s = build_settings(local_data, Secrets())
+    s = build_settings(local_data, Secrets(api_key="k"))
     assert s.profile == "cpu" and s.base_model_source == "demo" and len(s.adapters) >= 2
     assert s.max_cpu_loras >= len(s.adapters)
 
@@ -80,6 +81,15 @@ BAD_INPUTS = [
     ("endpoint_host with a space", {"endpoint_host": "gpu box"}, "endpoint_host='gpu box' is not allowed"),
     ("gateway container with a slash", {"gateway_container": "a/b"}, "gateway_container='a/b' is not allowed"),
     ("create_storage_roots not a flag", {"create_storage_roots": "yes"}, "create_storage_roots='yes' must be True or False"),
+    ("adapter names differing by case", {"adapters": [{"name": "Sql", "hub": "a/b"}, {"name": "sql", "hub": "a/c"}]}, "names are compared ignoring case"),
+    ("a storage path with ..", {"models_root": "/mnt/d/../../etc"}, "models_root='/mnt/d/../../etc' contains '..'"),
+    ("a system folder as a root", {"cache_root": "/etc"}, "cache_root='/etc' is a system folder"),
+    ("a folder under a system folder", {"cache_root": "/usr/local/cache"}, "cache_root='/usr/local/cache' is a system folder"),
+    ("roots overlapping once normalised", {"adapters_root": "/mnt/d/AI_Models/./base//adapters/"}, "overlap: give each its own folder"),
+    ("publish beyond loopback without opting in", {"network_mode": "publish", "publish_address": "0.0.0.0"}, "set publish_beyond_loopback = True"),
+    ("the key switched off in vllm_env", {"vllm_env": {"VLLM_API_KEY": ""}}, "vllm_env sets VLLM_API_KEY"),
+    ("the key on the command line", {"extra_vllm_args": ["--api-key", "x"]}, "extra_vllm_args carries --api-key"),
+    ("the key on the command line, joined", {"extra_vllm_args": ["--api-key=x"]}, "extra_vllm_args carries --api-key"),
 ]
 
 
@@ -89,6 +99,36 @@ def test_bad_input_is_refused_with_its_setting_named(gpu_data, overrides, expect
         build_settings({**gpu_data, **overrides}, TOKEN)
     assert expected in str(caught.value)
     assert "nothing was changed on the host" in str(caught.value)
+
+
+def test_no_api_key_needs_its_own_setting(gpu_data):
+    no_key = Secrets(hf_token="hf_x")
+    with pytest.raises(SettingsError, match="serve_without_api_key = True"):
+        build_settings({**gpu_data, "generate_api_key": False}, no_key)
+    assert not build_settings({**gpu_data, "serve_without_api_key": True}, no_key).secrets.api_key
+
+
+def test_publish_beyond_loopback_when_asked_warns(gpu_data):
+    s = build_settings({**gpu_data, "network_mode": "publish", "publish_address": "0.0.0.0",
+                        "publish_beyond_loopback": True}, TOKEN)
+    assert any("not a loopback address" in w for w in s.warnings)
+
+
+def test_adapter_links_that_leave_the_folder_are_refused(gpu_data, tmp_path):
+    folder = make_adapter(tmp_path)
+    (tmp_path / "secret").write_text("x")
+    (Path(folder) / "notes.txt").symlink_to(tmp_path / "secret")
+    (Path(folder) / "dangling.bin").symlink_to(tmp_path / "gone")
+    with pytest.raises(SettingsError) as caught:
+        build_settings({**gpu_data, "adapters": [{"name": "sql", "path": folder}]}, TOKEN)
+    assert "notes.txt is a symlink to" in str(caught.value) and "outside the adapter folder" in str(caught.value)
+    assert "dangling.bin is a symlink to" in str(caught.value) and "does not exist" in str(caught.value)
+
+
+def test_relative_links_inside_the_folder_are_fine(gpu_data, tmp_path):
+    folder = make_adapter(tmp_path)
+    (Path(folder) / "weights-link.safetensors").symlink_to("adapter_model.safetensors")
+    build_settings({**gpu_data, "adapters": [{"name": "sql", "path": folder}]}, TOKEN)
 
 
 def test_connector_keys_are_not_settings(gpu_data):

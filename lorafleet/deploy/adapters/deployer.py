@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from io import StringIO
-from pathlib import Path
 
 from pyinfra import host
 from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout, render
+from lorafleet.deploy.adapters.folder import folder_version
+from lorafleet.deploy.credentials import state_dir
 from lorafleet.deploy.facts import ManagedFolders
+from lorafleet.deploy.layout import PROJECT_ROOT
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.models.deployer import marker_is
 
 
-def folder_version(folder: str) -> str:
-    """A content hash of a laptop adapter folder: the manifest changes only when the weights do."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+# Digests of laptop adapter files by size and mtime: an unchanged 2 GB weights file is not read on every run.
+FINGERPRINTS = state_dir(PROJECT_ROOT) / "adapter-fingerprints.json"
 
 
 def ensure(s: Settings) -> dict[str, str]:
@@ -31,9 +27,11 @@ def ensure(s: Settings) -> dict[str, str]:
     for adapter in s.adapters:
         dest = s.adapter_dir(adapter.name)
         if adapter.kind == "path":
-            # Validated on the laptop by the settings; delete=False: never remove files the user put there.
-            files.sync(name=f"Upload adapter {adapter.name}", src=adapter.source, dest=dest, delete=False)
-            versions[adapter.name] = folder_version(adapter.source)
+            # Validated on the laptop by the settings. The host copy equals the laptop folder: a file deleted
+            # there is deleted here, so an old weights file can never shadow the new one.
+            files.sync(name=f"Upload adapter {adapter.name}", src=adapter.source, dest=dest, delete=True,
+                       exclude=[f"*/{layout.SOURCE_MARKER}"])
+            versions[adapter.name] = folder_version(adapter.source, FINGERPRINTS)
             # The marker says lorafleet put this folder here: only such folders may ever be pruned.
             files.put(
                 name=f"Mark adapter {adapter.name}",
