@@ -54,6 +54,8 @@ tool_call_parser = "functiongemma"  # vLLM's parser for FunctionGemma's control 
 extra_vllm_args = []  # more `vllm serve` flags, e.g. ["--seed", "0"]
 vllm_env = {}  # more environment for vLLM, e.g. {"VLLM_USE_V2_MODEL_RUNNER": "0"} on releases that crash under WSL2
 health_timeout_seconds = 900  # how long a (re)start may take to answer /health: model loading takes minutes
+deploy_lock_wait_seconds = 600  # how long a deploy waits for another one on the same box before it stops
+break_deploy_lock = False  # True (once, e.g. `--data break_deploy_lock=True`): remove a crashed deploy's lock
 
 # --- Secrets (never here: from the environment or .secrets.env) -----------------
 # HF_TOKEN, LORAFLEET_API_KEY. With no API key, one is generated on the first deploy

@@ -151,6 +151,19 @@ class ServingState(FactBase):
         }
 
 
+class DeployLockHolder(FactBase):
+    """Who holds the deploy lock (its owner line), or None when it is free."""
+
+    def command(self, path: str) -> str:
+        q = shlex.quote(path)
+        return f"if [ -d {q} ]; then echo held; cat {q}/owner 2>/dev/null || true; fi"
+
+    def process(self, output):
+        if not output or output[0] != "held":
+            return None
+        return output[1] if len(output) > 1 else "unknown (no owner file)"
+
+
 class ManagedFolders(FactBase):
     """Names of the folders under a path that lorafleet put there (they hold its .lorafleet-source marker)."""
 

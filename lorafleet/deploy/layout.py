@@ -111,6 +111,11 @@ class StackPaths:
         return f"{self.stack_dir}/compose.failed.yaml"
 
     @property
+    def lock_dir(self) -> str:
+        """Held by the deploy that is applying changes (lock/lock.sh)."""
+        return f"{self.stack_dir}/deploy.lock"
+
+    @property
     def gateway_dir(self) -> str:
         return f"{self.stack_dir}/gateway"
 

@@ -101,6 +101,8 @@ class Settings:
     create_storage_roots: bool
     generate_api_key: bool
     serve_without_api_key: bool
+    deploy_lock_wait_seconds: int
+    break_deploy_lock: bool
     publish_beyond_loopback: bool
     tailscale_advertise_tags: str
     endpoint_host: str
@@ -324,6 +326,8 @@ def build_settings(
         publish_address=publish_address,
         publish_beyond_loopback=flag("publish_beyond_loopback"),
         serve_without_api_key=flag("serve_without_api_key"),
+        deploy_lock_wait_seconds=integer("deploy_lock_wait_seconds", 0),
+        break_deploy_lock=flag("break_deploy_lock"),
         port=port,
         max_loras=max_loras,
         max_lora_rank=max_lora_rank,

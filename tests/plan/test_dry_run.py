@@ -16,6 +16,7 @@ API_KEY = "dry-run-fake-api-key-7f3a9c"
 
 # The GPU plan on a first-time box, in order.
 EXPECTED_STEPS = [
+    "Take the deploy lock",
     "Ensure folder /mnt/d/AI_Models/cache/huggingface",
     "Ensure folder /opt/lorafleet",
     "Ensure private folder /opt/lorafleet/secrets",
@@ -36,6 +37,7 @@ EXPECTED_STEPS = [
     "Start vLLM and wait for /health (rolls back on failure)",
     "Bring the served adapters to the manifest (no restart)",
     "Verify /v1/models lists the base model and every adapter",
+    "Release the deploy lock",
 ]
 
 
