@@ -35,7 +35,7 @@ def main() -> int:
     with converged("local", adapters=adapters, max_loras=8, max_num_seqs=64) as scenario:
         RESULTS.mkdir(exist_ok=True)
         command = [
-            sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint.removesuffix("/v1"),
+            sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint,
             "--models", "base", "--versus", "adapters:8", "--requests", str(args.requests),
             "--concurrency", str(args.concurrency), "--prefix-tools", "2", "--no-progress",
             "--out", str(RESULTS / "base-vs-8-adapters.json"), "--chart", str(RESULTS / "base-vs-8-adapters.png"),

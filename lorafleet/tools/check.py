@@ -12,12 +12,15 @@ status, latency, and the short answer or the parsed tool call ``fn(args)``.
 Adapters trained for tool calls can answer with one: the request declares a
 small set of tools.
 
-Runs from any machine with uv, no checkout needed:
+``lorafleet check`` runs it in process, with the server and key that every
+lorafleet command finds (:mod:`lorafleet.tools.endpoint`). It imports nothing
+from lorafleet, so it also runs alone from any machine with uv, no checkout needed:
 
-    uv run tools/check_endpoint.py --url http://HOST:8000 --api-key KEY
+    uv run lorafleet/tools/check.py --url http://HOST:8000 --api-key KEY
 
-URL and key: the flags, else the environment (LORAFLEET_URL, LORAFLEET_API_KEY),
-else http://127.0.0.1:8000 and no key. The key is never printed.
+Run alone, URL and key come from the flags, else the environment (LORAFLEET_URL,
+LORAFLEET_API_KEY), else http://127.0.0.1:8000 and no key. The URL may be the
+server URL or the endpoint (the same plus ``/v1``). The key is never printed.
 
 Exit codes: 0 every model answered; 1 at least one failed; 2 the server could
 not be reached, refused the key, or listed no model.
@@ -32,7 +35,9 @@ import os
 import sys
 import time
 
+# Shared with lorafleet.tools.endpoint, which imports them from here: this file must stay standalone.
 DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "LORAFLEET_URL"
 
 # Small, generic declarations: enough for a tool-call adapter to pick one.
 TOOLS = [
@@ -82,16 +87,16 @@ AUTO_TOOLS_ERROR = "tool choice requires"  # vLLM's 400 without --enable-auto-to
 
 
 def normalize_url(url: str) -> str:
-    """Strip a trailing slash and ``/v1``; add ``http://`` when no scheme is given."""
+    """The server URL from a server URL or an endpoint: no whitespace, trailing slash or ``/v1``; a scheme."""
     url = url.strip().rstrip("/")
     if url.endswith("/v1"):
-        url = url[:-3]
+        url = url[: -len("/v1")]
     return url if "://" in url else "http://" + url
 
 
 def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
     """Flags first, then LORAFLEET_URL / LORAFLEET_API_KEY, then the default URL and no key."""
-    url = url or os.environ.get("LORAFLEET_URL") or DEFAULT_URL
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     key = api_key or os.environ.get("LORAFLEET_API_KEY") or None
     return normalize_url(url), key
 
@@ -177,23 +182,25 @@ def format_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-async def check(url: str, api_key: str | None, timeout: float, max_tokens: int, use_tools: bool) -> int:
+async def check(server_url: str, api_key: str | None, timeout: float, max_tokens: int, use_tools: bool) -> int:
     """List the models, ask each one, print the table; return the exit code."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
+    endpoint = server_url + "/v1"
+    client = openai.AsyncOpenAI(base_url=endpoint, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
     try:
         try:
             page = await client.models.list()
         except openai.AuthenticationError:
-            print(f"{url}: the API key was refused (401); pass --api-key or set LORAFLEET_API_KEY", file=sys.stderr)
+            print(f"{server_url}: the API key was refused (401); pass --api-key or set LORAFLEET_API_KEY",
+                  file=sys.stderr)
             return 2
         except Exception as exc:  # noqa: BLE001
-            print(f"{url}: cannot list models: {error_kind(exc)}", file=sys.stderr)
+            print(f"{server_url}: cannot list models: {error_kind(exc)}", file=sys.stderr)
             return 2
         models = list(page.data)
         if not models:
-            print(f"{url}: the server lists no model", file=sys.stderr)
+            print(f"{server_url}: the server lists no model", file=sys.stderr)
             return 2
         parent = {m.id: getattr(m, "parent", None) for m in models}
         names = [m.id for m in models]
@@ -208,7 +215,7 @@ async def check(url: str, api_key: str | None, timeout: float, max_tokens: int, 
          "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", r["answer"])
         for r in rows
     ]
-    print(f"server {url}: {len(names)} models ({sum(1 for p in parent.values() if p)} adapters)")
+    print(f"server {server_url}: {len(names)} models ({sum(1 for p in parent.values() if p)} adapters)")
     print(format_table(("model", "kind", "status", "latency ms", "answer"), table))
     failed = [r["model"] for r in rows if not r["ok"]]
     print(f"{len(rows) - len(failed)} of {len(rows)} answered in {wall * 1000:.0f} ms"
@@ -216,18 +223,27 @@ async def check(url: str, api_key: str | None, timeout: float, max_tokens: int, 
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run the check."""
-    p = argparse.ArgumentParser(description="Check that every model a lorafleet server lists answers.")
-    p.add_argument("--url", help=f"server URL (env LORAFLEET_URL; default {DEFAULT_URL})")
-    p.add_argument("--api-key", help="API key (env LORAFLEET_API_KEY; never printed)")
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The options of the check besides URL and key (``lorafleet check`` adds those its own way)."""
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for each answer (default 120: CPU servers are slow)")
     p.add_argument("--max-tokens", type=int, default=48, help="answer length limit (default 48)")
     p.add_argument("--no-tools", action="store_true", help="do not declare tools in the requests")
+
+
+def run(server_url: str, api_key: str | None, args: argparse.Namespace) -> int:
+    """Run the check with the options of :func:`add_options`; return the exit code."""
+    return asyncio.run(check(server_url, api_key, args.timeout, args.max_tokens, not args.no_tools))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: parse the arguments and run the check."""
+    p = argparse.ArgumentParser(description="Check that every model a lorafleet server lists answers.")
+    p.add_argument("--url", help=f"server URL or endpoint (env {URL_ENV}; default {DEFAULT_URL})")
+    p.add_argument("--api-key", help="API key (env LORAFLEET_API_KEY; never printed)")
+    add_options(p)
     args = p.parse_args(argv)
-    url, key = resolve(args.url, args.api_key)
-    return asyncio.run(check(url, key, args.timeout, args.max_tokens, not args.no_tools))
+    return run(*resolve(args.url, args.api_key), args)
 
 
 if __name__ == "__main__":

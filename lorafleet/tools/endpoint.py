@@ -1,14 +1,20 @@
 """Where the serving stack is and how to authenticate: one resolver for every operator tool.
 
+Two URLs, two names: the *server URL* is the root (``http://host:8000``, where
+``/version``, ``/metrics`` and ``/health`` live); the *endpoint* is the
+OpenAI-compatible base URL, the server URL plus ``/v1``. ``--url`` and
+``LORAFLEET_URL`` accept either.
+
 Precedence, first match wins, separately for the URL and for the API key:
 
 1. an explicit flag (``--url`` / ``--api-key``);
 2. the environment: ``LORAFLEET_URL``; ``LORAFLEET_API_KEY``, then ``VLLM_API_KEY``;
 3. in the project root (the folder holding ``deploy.py``, found by walking up
-   from the current directory), as the deploy finds it: the key in
-   ``.secrets.env``, else the key file the deploy generated, ``.state/api-key``
-   (or ``$LORAFLEET_STATE_DIR/api-key``), mode 0600;
-4. the default URL ``http://127.0.0.1:8000`` and no key.
+   from the current directory), as the deploy finds it
+   (:mod:`lorafleet.deploy.credentials`): the key in ``.secrets.env``, else the
+   key file the deploy generated, ``.state/api-key`` (or
+   ``$LORAFLEET_STATE_DIR/api-key``), mode 0600;
+4. the default server URL ``http://127.0.0.1:8000`` and no key.
 
 The key is never printed: :class:`Endpoint` masks it in ``repr`` and
 :meth:`Endpoint.describe` names only where it came from.
@@ -21,32 +27,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from lorafleet.deploy.credentials import API_KEY_VARS as KEY_ENVS
-from lorafleet.deploy.credentials import api_key_file, read_env_file
+from lorafleet.deploy.credentials import API_KEY_VARS, api_key_file, read_env_file, secrets_file
+from lorafleet.tools.check import DEFAULT_URL, URL_ENV, normalize_url
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-URL_ENV = "LORAFLEET_URL"
+__all__ = ["DEFAULT_URL", "Endpoint", "find_project_root", "normalize_url", "read_key_file", "resolve_endpoint"]
+
 ROOT_MARKER = "deploy.py"
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A resolved server URL and API key, with where each came from."""
+    """A resolved server and API key, with where each came from."""
 
-    url: str
+    server_url: str
     api_key: str | None = field(default=None, repr=False)
     url_source: str = "default"
     key_source: str = "none"
 
     def __repr__(self) -> str:
         key = "<set>" if self.api_key else "None"
-        return (f"Endpoint(url={self.url!r}, api_key={key}, url_source={self.url_source!r}, "
+        return (f"Endpoint(server_url={self.server_url!r}, api_key={key}, url_source={self.url_source!r}, "
                 f"key_source={self.key_source!r})")
 
     @property
-    def base_url(self) -> str:
-        """The OpenAI-compatible base URL (``<url>/v1``)."""
-        return self.url + "/v1"
+    def endpoint_url(self) -> str:
+        """The OpenAI-compatible base URL: the server URL plus ``/v1``."""
+        return self.server_url + "/v1"
 
     def headers(self) -> dict[str, str]:
         """HTTP headers that authenticate a request under ``/v1``."""
@@ -55,17 +61,7 @@ class Endpoint:
     def describe(self) -> str:
         """A line for humans that says where URL and key came from, never the key."""
         key = f"API key from {self.key_source}" if self.api_key else "no API key"
-        return f"{self.url} ({self.url_source}; {key})"
-
-
-def normalize_url(url: str) -> str:
-    """Strip whitespace, a trailing slash and a trailing ``/v1``; add ``http://`` if no scheme."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    if "://" not in url:
-        url = "http://" + url
-    return url
+        return f"{self.server_url} ({self.url_source}; {key})"
 
 
 def find_project_root(start: Path | None = None) -> Path | None:
@@ -94,13 +90,26 @@ def read_key_file(path: Path) -> str | None:
     return None
 
 
+def _project_key(root: Path, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The key the deploy uses: named in the secrets file, else the generated key file."""
+    secrets = secrets_file(root, env)
+    in_file = read_env_file(secrets)
+    named = next((n for n in API_KEY_VARS if in_file.get(n)), None)
+    if named:
+        return in_file[named], f"{named} in {secrets}"
+    key_file = api_key_file(root, env)
+    if found := read_key_file(key_file):
+        return found, str(key_file)
+    return None, "none"
+
+
 def resolve_endpoint(
     url: str | None = None,
     api_key: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Endpoint:
-    """Resolve URL and key: flag > env > ``.state/api-key`` in the project root > default."""
+    """Resolve URL and key: flag > env > the project's secrets file or key file > default."""
     env = os.environ if env is None else env
 
     if url:
@@ -114,21 +123,9 @@ def resolve_endpoint(
     key_source = "none"
     if api_key:
         key, key_source = api_key, "--api-key"
-    else:
-        for name in KEY_ENVS:
-            if env.get(name):
-                key, key_source = env[name], f"env {name}"
-                break
-        else:
-            root = find_project_root(cwd)
-            if root is not None:
-                secrets_file = Path(env.get("LORAFLEET_SECRETS_FILE") or root / ".secrets.env")
-                in_file = read_env_file(secrets_file)
-                named = next((n for n in KEY_ENVS if in_file.get(n)), None)
-                key_file = api_key_file(root, env)
-                if named:
-                    key, key_source = in_file[named], f"{named} in {secrets_file}"
-                elif found := read_key_file(key_file):
-                    key, key_source = found, str(key_file)
+    elif named := next((n for n in API_KEY_VARS if env.get(n)), None):
+        key, key_source = env[named], f"env {named}"
+    elif (root := find_project_root(cwd)) is not None:
+        key, key_source = _project_key(root, env)
 
     return Endpoint(normalize_url(resolved_url), key, url_source, key_source)

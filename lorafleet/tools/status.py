@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from lorafleet.tools.endpoint import Endpoint
 
@@ -33,42 +35,20 @@ LORA_INFO = ("vllm:lora_requests_info",)
 PROCESS_START = ("process_start_time_seconds",)
 
 
-class Sample(NamedTuple):
-    """One line of Prometheus text exposition: metric name, labels, value."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?\s*$")
-_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group(0)], value)
-
-
 def parse_prometheus(text: str) -> list[Sample]:
-    """Parse Prometheus text format (0.0.4) into samples; comments and bad lines are skipped."""
+    """The samples of a Prometheus text page (format 0.0.4), read by prometheus_client's parser.
+
+    Line by line, so that one line the parser refuses costs only that line, not the page.
+    """
     samples: list[Sample] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = _SAMPLE_RE.match(line)
-        if not match:
-            continue
-        name, label_block, value_text = match.groups()
-        labels = {}
-        if label_block:
-            labels = {k: _unescape(v) for k, v in _LABEL_RE.findall(label_block[1:-1])}
         try:
-            value = float(value_text)
+            for family in text_string_to_metric_families(line):
+                samples.extend(family.samples)
         except ValueError:
             continue
-        samples.append(Sample(name, labels, value))
     return samples
 
 
@@ -207,12 +187,13 @@ def collect_status(endpoint: Endpoint, timeout: float = 10.0, session: Any = Non
     import requests
 
     session = session or requests.Session()
-    url = endpoint.url
-    status: dict[str, Any] = {"url": url, "reachable": False, "errors": {}}
+    server = endpoint.server_url
+    # "url" is the server URL: the key of the --json record since its first version.
+    status: dict[str, Any] = {"url": server, "reachable": False, "errors": {}}
 
-    version = _get(session, url + "/version", {}, timeout, as_json=True)
-    models = _get(session, url + "/v1/models", endpoint.headers(), timeout, as_json=True)
-    metrics = _get(session, url + "/metrics", {}, timeout, as_json=False)
+    version = _get(session, server + "/version", {}, timeout, as_json=True)
+    models = _get(session, endpoint.endpoint_url + "/models", endpoint.headers(), timeout, as_json=True)
+    metrics = _get(session, server + "/metrics", {}, timeout, as_json=False)
 
     status["reachable"] = any(f.status is not None for f in (version, models, metrics))
     if not status["reachable"]:

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 
 from lorafleet.deploy import layout, render
-from lorafleet.tools.endpoint import resolve_endpoint
 from lorafleet.deploy.credentials import resolve_secrets
 from lorafleet.deploy.settings import Settings, build_settings
+from lorafleet.tools.endpoint import resolve_endpoint
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The operator's tools (check, status, bench) against the real CPU serving stack of the e2e scenario.
 
-``served_endpoint`` (tests/e2e/conftest.py) gives ``.url``, ``.api_key``,
-``.base_model`` and ``.adapters`` of the running stack.
+``served_endpoint`` (tests/e2e/conftest.py) gives ``.url`` (the server URL, without
+``/v1``), ``.api_key``, ``.base_model`` and ``.adapters`` of the running stack.
 """
 
 from __future__ import annotations
@@ -49,12 +49,15 @@ def test_check_endpoint_every_model_answers(served_endpoint) -> None:
     args = [sys.executable, str(CHECK), "--url", served_endpoint.url]
     if served_endpoint.api_key:
         args += ["--api-key", served_endpoint.api_key]
-    proc = _run(args, _env(served_endpoint, with_key_in_env=False))
-    assert proc.returncode == 0
-    for name in [served_endpoint.base_model, *served_endpoint.adapters]:
-        assert " ok " in _row(proc.stdout, name)
-    if served_endpoint.api_key:
-        assert served_endpoint.api_key not in proc.stdout + proc.stderr
+    standalone = _run(args, _env(served_endpoint, with_key_in_env=False))
+    # The same check run in process by the console command, which finds URL and key in the environment.
+    command = _run([sys.executable, "-m", "lorafleet.tools.cli", "check"], _env(served_endpoint, with_key_in_env=True))
+    for proc in (standalone, command):
+        assert proc.returncode == 0
+        for name in [served_endpoint.base_model, *served_endpoint.adapters]:
+            assert " ok " in _row(proc.stdout, name)
+        if served_endpoint.api_key:
+            assert served_endpoint.api_key not in proc.stdout + proc.stderr
 
 
 def test_status_lists_every_adapter(served_endpoint) -> None:

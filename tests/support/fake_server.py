@@ -8,12 +8,10 @@ adapter answers with a tool call when the request declares tools), ``GET
 a server that costs nothing, whatever rate ``lorafleet bench`` reaches is the
 client's limit.
 
-It is a small hand-written HTTP/1.1 server on asyncio (keep-alive, chunked
-streaming) so it needs no dependency and stays fast. It binds to loopback only
-and exits by itself after ``--max-seconds`` or ``--max-requests``.
-
-Run: ``python -m tests.support.fake_server --port 8001 --adapters 8`` or
-``lorafleet fake-server ...``.
+It runs on ``aiohttp.web``, binds to loopback only, and exits by itself after
+``--max-seconds`` or ``--max-requests``. Tests run it in a thread with
+:func:`running_fake_server`; by hand:
+``python -m tests.support.fake_server --port 8001 --adapters 8``.
 """
 
 from __future__ import annotations
@@ -24,13 +22,16 @@ import contextlib
 import ipaddress
 import json
 import os
+import queue
 import signal
-import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from aiohttp import web
 
 DEFAULT_BASE = "fake-functiongemma"
 
@@ -99,15 +100,21 @@ def _fake_arguments(tool: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}},
+                             status=status)
+
+
 class FakeServer:
-    """The request handlers; ``serve()`` runs them on a socket."""
+    """The request handlers; ``serve()`` runs them on a loopback port until ``stop()`` or a limit."""
 
     def __init__(self, config: FakeConfig) -> None:
         self.config = config
         self.state = FakeState()
         self.done = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    # ------------------------------------------------------------- endpoints
+    # ------------------------------------------------------------- bodies
 
     def models(self) -> dict[str, Any]:
         created = int(self.state.started)
@@ -157,128 +164,83 @@ class FakeServer:
         if not messages:
             return
         head = json.dumps(messages[0], sort_keys=True)
-        total = sum(_tokens_of(json.dumps(m)) for m in messages)
-        self.state.prefix_queries += total
+        self.state.prefix_queries += sum(_tokens_of(json.dumps(m)) for m in messages)
         key = hash(head)
         if key in self.state.seen_prefixes:
             self.state.prefix_hits += _tokens_of(head)
         else:
             self.state.seen_prefixes.add(key)
 
-    # ------------------------------------------------------------------ http
+    # ------------------------------------------------------------- http
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve requests on one keep-alive connection."""
-        try:
-            while not self.done.is_set():
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=120)
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
-                    break
-                lines = head.decode("latin-1").split("\r\n")
-                try:
-                    method, target, _ = lines[0].split(" ", 2)
-                except ValueError:
-                    break
-                headers = {}
-                for h in lines[1:]:
-                    if ":" in h:
-                        k, v = h.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
-                keep = headers.get("connection", "").lower() != "close"
-                await self.route(method, target.split("?", 1)[0], headers, body, writer)
-                if not keep:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+    def app(self) -> web.Application:
+        """The aiohttp application: routes, and the API key check on ``/v1``."""
 
-    @staticmethod
-    def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str = "application/json") -> None:
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                  500: "Internal Server Error"}.get(status, "OK")
-        writer.write(
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        @web.middleware
+        async def require_key(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+            key = self.config.api_key
+            if key and request.path.startswith("/v1") and request.headers.get("Authorization") != f"Bearer {key}":
+                return web.json_response({"error": "Unauthorized"}, status=401)
+            return await handler(request)
 
-    def _json(self, writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
-        self._respond(writer, status, json.dumps(obj).encode())
+        async def health(_: web.Request) -> web.Response:
+            return web.Response()
 
-    def _error(self, writer: asyncio.StreamWriter, status: int, message: str, kind: str) -> None:
-        self._json(writer, status, {"error": {"message": message, "type": kind, "param": None, "code": status}})
+        async def version(_: web.Request) -> web.Response:
+            return web.json_response({"version": self.config.version})
 
-    async def route(self, method: str, path: str, headers: dict[str, str], body: bytes,
-                    writer: asyncio.StreamWriter) -> None:
-        """Dispatch one request."""
-        if path.startswith("/v1") and self.config.api_key:
-            if headers.get("authorization") != f"Bearer {self.config.api_key}":
-                self._json(writer, 401, {"error": "Unauthorized"})
-                await writer.drain()
-                return
-        if method == "GET" and path == "/health":
-            self._respond(writer, 200, b"")
-        elif method == "GET" and path == "/version":
-            self._json(writer, 200, {"version": self.config.version})
-        elif method == "GET" and path == "/metrics":
-            self._respond(writer, 200, self.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        elif method == "GET" and path == "/v1/models":
-            self._json(writer, 200, self.models())
-        elif method == "POST" and path == "/v1/chat/completions":
-            await self.chat(body, writer)
-            return
-        else:
-            self._error(writer, 404, f"no route {method} {path}", "NotFoundError")
-        await writer.drain()
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=self.metrics().encode(),
+                                headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def chat(self, body: bytes, writer: asyncio.StreamWriter) -> None:
+        async def models(_: web.Request) -> web.Response:
+            return web.json_response(self.models())
+
+        app = web.Application(middlewares=[require_key])
+        app.router.add_get("/health", health)
+        app.router.add_get("/version", version)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/v1/models", models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        return app
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         """``/v1/chat/completions``, streaming or not."""
         cfg, st = self.config, self.state
         st.requests += 1
         if st.requests >= cfg.max_requests:
             self.done.set()
         try:
-            req = json.loads(body or b"{}")
+            req = json.loads(await request.read() or b"{}")
         except ValueError:
-            self._error(writer, 400, "body is not JSON", "BadRequestError")
-            await writer.drain()
-            return
+            return _error(400, "body is not JSON", "BadRequestError")
         model = req.get("model")
         if model not in (cfg.base, *cfg.adapters):
-            self._error(writer, 404, f"The model `{model}` does not exist.", "NotFoundError")
-            await writer.drain()
-            return
+            return _error(404, f"The model `{model}` does not exist.", "NotFoundError")
         tools = req.get("tools") or []
         if tools and not cfg.tool_parser and req.get("tool_choice", "auto") == "auto":
-            self._error(writer, 400, '"auto" tool choice requires --enable-auto-tool-choice and '
-                        "--tool-call-parser to be set", "BadRequestError")
-            await writer.drain()
-            return
+            return _error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
+                          "--tool-call-parser to be set", "BadRequestError")
         if model in cfg.broken:
             self._finish("error")
-            self._error(writer, 500, f"adapter {model} is broken (fake server --broken)", "InternalServerError")
-            await writer.drain()
-            return
+            return _error(500, f"adapter {model} is broken (fake server --broken)", "InternalServerError")
 
         self._account_prompt(req.get("messages") or [])
         is_adapter = model != cfg.base
-        max_tokens = req.get("max_tokens") or req.get("max_completion_tokens") or cfg.tokens
-        n_tokens = max(1, min(cfg.tokens, int(max_tokens)))
+        max_tokens = int(req.get("max_tokens") or req.get("max_completion_tokens") or cfg.tokens)
+        n_tokens = max(1, min(cfg.tokens, max_tokens))
         call = None
         if tools and is_adapter and req.get("tool_choice") != "none":
             fn = tools[0].get("function", {})
             call = {"name": fn.get("name", "tool"), "arguments": json.dumps(_fake_arguments(tools[0]))}
         pieces = [f"tok{i} " for i in range(n_tokens)]
-        reason = "tool_calls" if call else ("length" if n_tokens >= int(max_tokens) else "stop")
+        reason = "tool_calls" if call else ("length" if n_tokens >= max_tokens else "stop")
         prompt_tokens = sum(_tokens_of(json.dumps(m)) for m in req.get("messages") or [])
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
                  "total_tokens": prompt_tokens + n_tokens}
-        rid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
-        created = int(time.time())
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "created": int(time.time()), "model": model}
+        call_id = f"call_{head['id'][-8:]}"
+        tool_call = {"index": 0, "id": call_id, "type": "function", "function": call} if call else None
 
         st.running += 1
         if is_adapter:
@@ -286,132 +248,118 @@ class FakeServer:
             st.lora_stamp = time.time()
         try:
             if req.get("stream"):
-                await self._stream(writer, req, rid, created, model, pieces, call, reason, usage)
+                include_usage = (req.get("stream_options") or {}).get("include_usage")
+                response = await self._stream(request, head, pieces, tool_call, reason,
+                                              usage if include_usage else None)
             else:
-                if cfg.ttft_ms or cfg.token_ms:
-                    await asyncio.sleep((cfg.ttft_ms + cfg.token_ms * n_tokens) / 1000)
+                await asyncio.sleep((cfg.ttft_ms + cfg.token_ms * n_tokens) / 1000)
                 message: dict[str, Any] = {"role": "assistant", "content": None if call else "".join(pieces)}
-                if call:
-                    message["tool_calls"] = [{"id": f"call_{rid[-8:]}", "type": "function", "function": call}]
-                self._json(writer, 200, {
-                    "id": rid, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": reason}],
-                    "usage": usage,
-                })
-                await writer.drain()
+                if tool_call:
+                    message["tool_calls"] = [{k: v for k, v in tool_call.items() if k != "index"}]
+                response = web.json_response({**head, "object": "chat.completion", "usage": usage,
+                                              "choices": [{"index": 0, "message": message, "finish_reason": reason}]})
             self._finish("stop" if reason == "tool_calls" else reason)
+            return response
         finally:
             st.running -= 1
             if is_adapter:
                 st.running_adapters[model] -= 1
                 st.lora_stamp = time.time()
 
-    async def _stream(self, writer: asyncio.StreamWriter, req: dict[str, Any], rid: str, created: int,
-                      model: str, pieces: list[str], call: dict[str, Any] | None, reason: str,
-                      usage: dict[str, int]) -> None:
+    async def _stream(self, request: web.Request, head: dict[str, Any], pieces: list[str],
+                      tool_call: dict[str, Any] | None, reason: str,
+                      usage: dict[str, int] | None) -> web.StreamResponse:
         cfg = self.config
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        pending: list[bytes] = []  # events wait here until a delay or the end: one write each, not per event
 
-        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-            obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": choices, **extra}
-            data = b"data: " + json.dumps(obj).encode() + b"\n\n"
-            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        def event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> None:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+            body = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
+            pending.append(b"data: " + json.dumps(body).encode() + b"\n\n")
 
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                     b"transfer-encoding: chunked\r\n\r\n")
-        writer.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
-        if cfg.ttft_ms:
-            await writer.drain()
-            await asyncio.sleep(cfg.ttft_ms / 1000)
-        if call:
-            tc = {"index": 0, "id": f"call_{rid[-8:]}", "type": "function", "function": call}
-            writer.write(event([{"index": 0, "delta": {"tool_calls": [tc]}, "finish_reason": None}]))
-        else:
-            for i, piece in enumerate(pieces):
-                if i and cfg.token_ms:
-                    await writer.drain()
-                    await asyncio.sleep(cfg.token_ms / 1000)
-                writer.write(event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}]))
-        writer.write(event([{"index": 0, "delta": {}, "finish_reason": reason}]))
-        if (req.get("stream_options") or {}).get("include_usage"):
-            writer.write(event([], usage=usage))
-        done = b"data: [DONE]\n\n"
-        writer.write(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
-        await writer.drain()
+        async def pause(ms: float) -> None:
+            if ms:
+                await response.write(b"".join(pending))
+                pending.clear()
+                await asyncio.sleep(ms / 1000)
 
-    async def serve(self, host: str, port: int, ready: Any = None) -> None:
-        """Listen on ``host:port`` until a limit is reached or the process is told to stop."""
+        event({"role": "assistant", "content": ""})
+        await pause(cfg.ttft_ms)
+        if tool_call:
+            event({"tool_calls": [tool_call]})
+        for i, piece in enumerate([] if tool_call else pieces):
+            await pause(cfg.token_ms if i else 0)
+            event({"content": piece})
+        event({}, reason)
+        if usage:
+            event(None, usage=usage)
+        pending.append(b"data: [DONE]\n\n")
+        await response.write_eof(b"".join(pending))
+        return response
+
+    async def serve(self, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
+        """Listen on ``host:port`` until :meth:`stop`, a signal, or a limit; ``ready(port)`` once bound."""
         if not is_loopback(host):
             raise SystemExit(f"fake server: --host {host} is not a loopback address; use 127.0.0.1")
-        server = await asyncio.start_server(self.handle, host, port, backlog=1024, limit=1 << 20)
-        bound = server.sockets[0].getsockname()[1]
-        if ready:
-            ready(bound)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.done.set)
-        async with server:
+        self.loop = asyncio.get_running_loop()
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, backlog=1024)
+            await site.start()
+            if ready:
+                ready(runner.addresses[0][1])
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    self.loop.add_signal_handler(sig, self.done.set)  # the main thread only
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.done.wait(), timeout=self.config.max_seconds)
-        # The remaining connections are dropped when the loop closes.
+        finally:
+            await runner.cleanup()
 
-
-# ---------------------------------------------------------------- process helpers
-
-
-def _argv(config: FakeConfig, host: str, port: int) -> list[str]:
-    argv = ["--host", host, "--port", str(port), "--base", config.base,
-            "--adapters", ",".join(config.adapters), "--tokens", str(config.tokens),
-            "--ttft-ms", str(config.ttft_ms), "--token-ms", str(config.token_ms),
-            "--max-seconds", str(config.max_seconds), "--max-requests", str(config.max_requests)]
-    if not config.tool_parser:
-        argv.append("--no-tool-parser")
-    if config.broken:
-        argv += ["--broken", ",".join(sorted(config.broken))]
-    return argv
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return; safe from any thread."""
+        if self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.done.set)
 
 
 @contextlib.contextmanager
 def running_fake_server(config: FakeConfig | None = None, host: str = "127.0.0.1",
                         startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run the fake server in a child process on a free port; yield its URL, stop it on exit."""
-    config = config or FakeConfig()
-    env = dict(os.environ)
-    if config.api_key:
-        env["FAKE_SERVER_API_KEY"] = config.api_key  # kept off the command line (ps shows argv)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env.get("PYTHONPATH", "")]
-    )
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_server", *_argv(config, host, 0)],
-                            stdout=subprocess.PIPE, env=env, text=True)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        line = ""
-        assert proc.stdout is not None
-        while time.monotonic() < deadline and not line.startswith("listening on "):
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                raise RuntimeError(f"fake server exited with code {proc.returncode} before listening")
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"fake server did not start within {startup_timeout:g} s")
-        yield line.split("listening on ", 1)[1].strip()
-    finally:
-        proc.terminate()
+    """Run the fake server in a thread on a free port; yield its server URL, stop it on exit."""
+    server = FakeServer(config or FakeConfig())
+    bound: queue.Queue[int | BaseException] = queue.Queue()
+
+    def main() -> None:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
+            asyncio.run(server.serve(host, 0, bound.put))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting test
+            bound.put(exc)
+
+    thread = threading.Thread(target=main, name="fake-server", daemon=True)
+    thread.start()
+    try:
+        try:
+            port = bound.get(timeout=startup_timeout)
+        except queue.Empty:
+            raise RuntimeError(f"fake server did not start within {startup_timeout:g} s") from None
+        if isinstance(port, BaseException):
+            raise RuntimeError(f"fake server failed to start: {port!r}") from port
+        yield f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    finally:
+        server.stop()
+        thread.join(timeout=10)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of ``lorafleet fake-server`` / ``python -m tests.support.fake_server``."""
-    p = parser or argparse.ArgumentParser(prog="lorafleet fake-server")
-    p.description = ("An instant OpenAI-compatible responder on loopback, for testing the operator tools. "
-                     "Set FAKE_SERVER_API_KEY in its environment to require that key on /v1.")
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m tests.support.fake_server``."""
+    p = argparse.ArgumentParser(prog="python -m tests.support.fake_server",
+                                description="An instant OpenAI-compatible responder on loopback, for testing the "
+                                "operator tools. Set FAKE_SERVER_API_KEY in its environment to require that key "
+                                "on /v1.")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8001, help="port (0 = any free port; default 8001)")
     p.add_argument("--base", default=DEFAULT_BASE, help=f"served base model name (default {DEFAULT_BASE})")
@@ -440,21 +388,14 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
                       max_seconds=args.max_seconds, max_requests=args.max_requests)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until a limit or a signal; print ``listening on URL`` once bound."""
-    config = config_from_args(args)
-
-    def ready(port: int) -> None:
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"listening on http://{host}:{port}", flush=True)
-
-    asyncio.run(FakeServer(config).serve(args.host, args.port, ready))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m tests.support.fake_server``."""
-    return run(build_parser().parse_args(argv))
+    """Serve until a limit or a signal; print ``listening on URL`` once bound."""
+    args = build_parser().parse_args(argv)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    server = FakeServer(config_from_args(args))
+    asyncio.run(server.serve(args.host, args.port, lambda port: print(f"listening on http://{host}:{port}",
+                                                                       flush=True)))
+    return 0
 
 
 if __name__ == "__main__":

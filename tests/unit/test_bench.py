@@ -8,21 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.tools import bench
-from lorafleet.tools.bench import (
-    BenchConfig,
-    Sample,
-    compare_rows,
-    percentile,
-    ratio,
-    render_compare,
-    render_result,
-    resolve_models,
-    run_bench,
-    summarize,
-    write_chart,
-    write_json,
-)
+from lorafleet.tools.bench import prompts
+from lorafleet.tools.bench.load import BenchConfig
+from lorafleet.tools.bench.prompts import resolve_models
+from lorafleet.tools.bench.report import SCHEMA, compare_rows, render_compare, render_result, write_chart, write_json
+from lorafleet.tools.bench.run import run_bench
+from lorafleet.tools.bench.stats import Sample, percentile, ratio, summarize
 from lorafleet.tools.cli import main as cli_main
 from lorafleet.tools.endpoint import resolve_endpoint
 from tests.support.fake_server import FakeConfig, running_fake_server
@@ -121,7 +112,7 @@ def _result(req_per_s: float, p50: float, errors: int = 0) -> dict:
     stats = {"req_per_s": req_per_s, "output_tok_per_s": req_per_s * 10, "error_count": errors,
              "requests": 10, "ttft_ms": {"p50": p50 / 2, "p90": p50, "p99": p50 * 2},
              "e2e_ms": {"p50": p50, "p90": p50 * 2, "p99": p50 * 3}}
-    return {"schema": bench.SCHEMA, "label": "", "wall_s": 1.0,
+    return {"schema": SCHEMA, "label": "", "wall_s": 1.0,
             "config": {"models": ["m"], "rate": None, "concurrency": 4},
             "overall": stats, "per_model": {"m": stats}, "server": {}}
 
@@ -168,7 +159,7 @@ def test_bench_against_fake_server_writes_json_and_png(tmp_path: Path) -> None:
     out, chart = tmp_path / "r.json", tmp_path / "r.png"
     write_json(result, out)
     write_chart(result, chart)
-    assert json.loads(out.read_text())["schema"] == bench.SCHEMA
+    assert json.loads(out.read_text())["schema"] == SCHEMA
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
     assert "weather" in render_result(result)
 
@@ -199,7 +190,7 @@ def test_rate_mode_is_bounded_by_duration() -> None:
 
 def test_cli_bench_versus_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with running_fake_server(FakeConfig(adapters=["w1", "w2", "w3"], api_key="key-1")) as url:
-        rc = cli_main(["bench", "--url", url, "--api-key", "key-1", "--models", "base", "--versus", "adapters",
+        rc = cli_main(["bench", "--url", url + "/v1", "--api-key", "key-1", "--models", "base", "--versus", "adapters",
                        "--requests", "12", "--concurrency", "4", "--no-progress",
                        "--out", str(tmp_path / "run.json"), "--chart", str(tmp_path / "run.png")])
     assert rc == 0
@@ -219,14 +210,14 @@ def test_refused_first_request_stops_the_run_with_the_reason() -> None:
 
 
 def test_prefix_tools_sets_the_shared_turn() -> None:
-    assert len(bench.tool_declarations(2)) == 2
-    short = bench.build_messages(0, with_tools=False, unique_prefix=False, tool_count=2)
-    full = bench.build_messages(0, with_tools=False, unique_prefix=False)
+    assert len(prompts.tool_declarations(2)) == 2
+    short = prompts.build_messages(0, with_tools=False, unique_prefix=False, tool_count=2)
+    full = prompts.build_messages(0, with_tools=False, unique_prefix=False)
     assert len(short[0]["content"]) < len(full[0]["content"])
-    none = bench.build_messages(0, with_tools=False, unique_prefix=False, tool_count=0)
-    assert none[0]["content"] == bench.DEVELOPER_TEXT
-    a = bench.build_messages(0, True, unique_prefix=True)
-    b = bench.build_messages(0, True, unique_prefix=True)
+    none = prompts.build_messages(0, with_tools=False, unique_prefix=False, tool_count=0)
+    assert none[0]["content"] == prompts.DEVELOPER_TEXT
+    a = prompts.build_messages(0, True, unique_prefix=True)
+    b = prompts.build_messages(0, True, unique_prefix=True)
     assert a[0] != b[0] and a[1] == b[1]
 
 
@@ -239,3 +230,29 @@ def test_fake_server_binds_loopback_only() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
     with pytest.raises(SystemExit, match="loopback"):
         asyncio.run(FakeServer(FakeConfig(max_seconds=1)).serve("0.0.0.0", 0))
+
+
+def test_fake_server_runs_as_a_module_for_the_docs() -> None:
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    env = {**os.environ, "FAKE_SERVER_API_KEY": "key-2"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_server", "--port", "0", "--adapters", "2",
+                             "--max-seconds", "60"], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        url = line.split("listening on ", 1)[1].strip()
+        assert requests.get(url + "/health", timeout=10).status_code == 200
+        assert requests.get(url + "/v1/models", timeout=10).status_code == 401
+        listed = requests.get(url + "/v1/models", headers={"Authorization": "Bearer key-2"}, timeout=10).json()
+        assert [m["id"] for m in listed["data"]] == ["fake-functiongemma", "adapter-01", "adapter-02"]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0  # SIGTERM ends it cleanly
+        proc.stdout.close()

@@ -1,4 +1,7 @@
-"""Endpoint resolution: flag > env > .secrets.env, then the generated key file, in the project root > default."""
+"""Endpoint resolution: flag > env > .secrets.env, then the generated key file, in the project root > default.
+
+The server URL is the root; the endpoint is the server URL plus /v1. --url and LORAFLEET_URL take either.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ def project(tmp_path: Path) -> Path:
 
 def test_defaults_without_anything(tmp_path: Path) -> None:
     ep = resolve_endpoint(env={}, cwd=tmp_path)
-    assert ep.url == DEFAULT_URL
+    assert ep.server_url == DEFAULT_URL
+    assert ep.endpoint_url == DEFAULT_URL + "/v1"
     assert ep.api_key is None
     assert (ep.url_source, ep.key_source) == ("default", "none")
     assert ep.headers() == {}
@@ -42,7 +46,7 @@ def test_key_file_found_by_walking_up(project: Path) -> None:
 def test_env_beats_key_file(project: Path) -> None:
     ep = resolve_endpoint(env={"LORAFLEET_API_KEY": "env-key", "LORAFLEET_URL": "http://h:9/"}, cwd=project)
     assert (ep.api_key, ep.key_source) == ("env-key", "env LORAFLEET_API_KEY")
-    assert (ep.url, ep.url_source) == ("http://h:9", "env LORAFLEET_URL")
+    assert (ep.server_url, ep.url_source) == ("http://h:9", "env LORAFLEET_URL")
 
 
 def test_vllm_api_key_is_accepted_after_lorafleet_key(project: Path) -> None:
@@ -54,7 +58,7 @@ def test_vllm_api_key_is_accepted_after_lorafleet_key(project: Path) -> None:
 def test_flags_beat_everything(project: Path) -> None:
     env = {"LORAFLEET_API_KEY": "env-key", "LORAFLEET_URL": "http://env:1"}
     ep = resolve_endpoint(url="flag:2", api_key="flag-key", env=env, cwd=project)
-    assert (ep.url, ep.api_key) == ("http://flag:2", "flag-key")
+    assert (ep.server_url, ep.api_key) == ("http://flag:2", "flag-key")
     assert (ep.url_source, ep.key_source) == ("--url", "--api-key")
 
 
@@ -82,6 +86,13 @@ def test_key_never_shown(project: Path) -> None:
 )
 def test_normalize_url(raw: str, want: str) -> None:
     assert normalize_url(raw) == want
+
+
+@pytest.mark.parametrize("given", ["http://h:8000", "http://h:8000/", "http://h:8000/v1", "h:8000/v1/"])
+def test_server_url_or_endpoint_name_the_same_server(given: str) -> None:
+    ep = resolve_endpoint(url=given, env={})
+    assert (ep.server_url, ep.endpoint_url) == ("http://h:8000", "http://h:8000/v1")
+    assert resolve_endpoint(env={"LORAFLEET_URL": given}).endpoint_url == "http://h:8000/v1"
 
 
 def test_the_key_in_secrets_env_beats_the_generated_file(project: Path) -> None:

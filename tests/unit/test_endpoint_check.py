@@ -1,4 +1,4 @@
-"""tools/check_endpoint.py against the fake server: output and exit codes."""
+"""lorafleet/tools/check.py against the fake server: output and exit codes, alone and as ``lorafleet check``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from lorafleet.tools.cli import main as cli_main
 from tests.support.fake_server import FakeConfig, running_fake_server
 
 SCRIPT = Path(__file__).resolve().parents[2] / "lorafleet" / "tools" / "check.py"
@@ -68,3 +71,23 @@ def test_server_without_tool_parser_still_checks() -> None:
         proc = run_check("--url", url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "server has no tool parser" in proc.stdout
+
+
+def test_lorafleet_check_runs_in_process_with_the_resolved_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess as subprocess_module
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("lorafleet check must not start a process")
+
+    monkeypatch.setattr(subprocess_module, "Popen", no_child)
+    monkeypatch.setenv("LORAFLEET_API_KEY", "key-ZQX-3")  # the key found as every lorafleet command finds it
+    with running_fake_server(FakeConfig(adapters=["weather"], api_key="key-ZQX-3")) as url:
+        rc = cli_main(["check", "--url", url + "/v1", "--timeout", "30"])  # the endpoint form works too
+        wrong = cli_main(["check", "--url", url, "--api-key", "wrong-ZQX-4"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    assert "2 of 2 answered" in out.out and 'get_weather(location="London")' in out.out
+    assert wrong == 2 and "401" in out.err
+    assert "ZQX" not in out.out + out.err

@@ -1,4 +1,7 @@
-"""Prometheus parsing and the status summary, on vLLM 0.32-shaped text and against the fake server."""
+"""Prometheus parsing (prometheus_client's parser) and the status summary.
+
+On vLLM 0.32-shaped text, and against the fake server.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import math
 import pytest
 
 from lorafleet.tools.endpoint import resolve_endpoint
-from tests.support.fake_server import FakeConfig, running_fake_server
 from lorafleet.tools.status import (
     collect_status,
     format_duration,
@@ -18,6 +20,7 @@ from lorafleet.tools.status import (
     status_exit_code,
     summarize_metrics,
 )
+from tests.support.fake_server import FakeConfig, running_fake_server
 
 # Shaped like a vLLM 0.32 /metrics page (names and labels from its source).
 VLLM_TEXT = r"""
@@ -80,6 +83,21 @@ def test_missing_metrics_are_none_not_zero() -> None:
     for key in ("uptime_s", "running", "waiting", "kv_cache_usage", "prefix_cache_hit_rate", "requests_finished"):
         assert summary[key] is None, key
     assert summary["lora"] is None
+
+
+def test_a_page_without_vllm_metrics_reads_none_not_zero() -> None:
+    summary = summarize_metrics(parse_prometheus("# TYPE other counter\nother_total 5\nprocess_cpu_seconds_total 1\n"))
+    for key in ("uptime_s", "running", "waiting", "kv_cache_usage", "prefix_cache_hit_rate", "requests_finished"):
+        assert summary[key] is None, key
+    assert summary["lora"] is None
+
+
+def test_counters_read_with_or_without_total() -> None:
+    text = ('vllm:prefix_cache_queries{model_name="m"} 8\nvllm:prefix_cache_hits{model_name="m"} 2\n'
+            'vllm:request_success{finished_reason="stop",model_name="m"} 3\n')
+    summary = summarize_metrics(parse_prometheus(text))
+    assert summary["prefix_cache_hit_rate"] == 0.25
+    assert summary["requests_finished"] == 3 and summary["requests_by_model_label"] == {"m": 3}
 
 
 def test_old_metric_names_are_fallbacks() -> None:
