@@ -1,0 +1,138 @@
+"""The deploy against a box that is already serving: pyinfra's @fake connector answers the facts.
+
+Not a dry run: every operation "runs" against the fake connector, so these
+tests see which operations change the box in each case, and the output at the
+highest verbosity, with diffs, carries no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lorafleet.deploy import render
+from lorafleet.deploy.settings import Secrets, build_settings
+from tests.conftest import group_data
+
+ROOT = Path(__file__).resolve().parents[2]
+HF_TOKEN = "hf_deployedBoxEXAMPLE0123456789abcdefgh"
+API_KEY = "deployed-box-fake-api-key-51c2e8"
+HOST = "@fake/function-gemma-server"
+ADAPTERS = [{"name": "sql", "hub": "you/sql-lora", "revision": "abc123"},
+            {"name": "email", "hub": "you/email-lora", "revision": "def456"}]
+SERVING_OPS = ("Start vLLM and wait for /health (rolls back on failure)",
+               "Bring the served adapters to the manifest (no restart)",
+               "Verify /v1/models lists the base model and every adapter")
+
+
+def stat_line(path: str, kind: str = "-") -> str:
+    return f"user=root group=root mode={kind}rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"
+
+
+def deployed_box(served=None, engine=None, env_applied=None, managed=()) -> tuple[dict, dict]:
+    """Host data whose fake facts describe a box serving what the settings declare, with changes."""
+    data = {**group_data("gpu"), "adapters": ADAPTERS, "endpoint_host": "function-gemma-server"}
+    s = build_settings(data, Secrets(hf_token=HF_TOKEN, api_key=API_KEY))
+    p = render.paths(s)
+    versions = {a.name: f"{a.source}@{a.revision}" for a in s.adapters}
+    files = {p.compose_file: render.render_compose(s), p.manifest: render.render_manifest(s, versions)}
+    served = {n: versions[n] for n in versions} if served is None else served
+    responses = {
+        "docker version --format": ["server=28.2.2", "compose=2.40.3"],
+        "[ ! -d ": ["0=ok", "1=ok", "2=ok", "3=ok"],
+        f"docker image inspect --format '{{{{.Id}}}}' {render.serving_image(s)}": ["sha256:abc"],
+        "nvidia-smi": ["GPU 0: NVIDIA (UUID: GPU-1)", "gpu=ok"],
+        "docker inspect --format '{{.State.Status}}": [
+            f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{engine or render.engine_hash(s)}",
+            "gateway=gw|2026-11-26T00:00:00.0Z",
+            "served=" + json.dumps({"served": sorted(served), "applied": served}),
+        ],
+        f"cat {p.env_applied}": [env_applied or render.sha1_hex(render.render_env_file(s))],
+        "-name .lorafleet-source": list(managed),
+    }
+    for name in versions:
+        responses[f"cat {s.adapter_dir(name)}/.lorafleet-source"] = [versions[name]]
+    responses[f"cat {s.base_model_dir}/.lorafleet-source"] = [f"{s.base_model}@{s.base_model_revision}"]
+    for folder in (p.stack_dir, p.serve_dir):
+        responses[f"test -e {folder} || test -L {folder} ) || ( stat"] = [stat_line(folder, "d")]
+    for path, text in files.items():
+        responses[f"test -e {path} || test -L {path} ) || ( stat"] = [stat_line(path)]
+        responses[f"sha1sum {path} 2>"] = [f"{render.sha1_hex(text)}  {path}"]
+    data.update(fake_delay=0, fake_delay_jitter=0, fake_responses=responses)
+    return data, versions
+
+
+def deploy(tmp_path, data: dict, *args: str) -> tuple[dict[str, bool], str]:
+    """Run the deploy (not dry) against the fake box; the operations that ran, and all output."""
+    overrides = {k: v for k, v in data.items() if k not in group_data("gpu") or group_data("gpu")[k] != v}
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(f"gpu = [({HOST!r}, {overrides!r})]\n")
+    env = {**os.environ, "HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY, "LORAFLEET_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), "deploy.py", *args],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    ran = {}
+    for op in json.loads(result.stdout)["results"]["operations"]:
+        ran[op["name"]] = bool(op["success"])
+    return ran, output
+
+
+START = "bash /opt/lorafleet/bin/start.sh"
+SYNC = "docker exec lorafleet-vllm python3 /lorafleet/sync_adapters.py"
+
+
+def executed(output: str, command: str) -> list[str]:
+    """The commands the deploy ran (facts included) that start with `command`."""
+    return [line.split(">>> ", 1)[1] for line in output.splitlines() if ">>> " in line
+            and line.split(">>> ", 1)[1].startswith(command)]
+
+
+def test_nothing_changed_changes_nothing_that_serves(tmp_path):
+    ran, output = deploy(tmp_path, deployed_box()[0])
+    assert not any(ran.get(op) for op in SERVING_OPS), {op: ran.get(op) for op in SERVING_OPS}
+    assert not executed(output, START) and not executed(output, SYNC)
+
+
+def test_stale_engine_starts_vllm_without_forcing(tmp_path):
+    ran, output = deploy(tmp_path, deployed_box(engine="an-older-engine")[0])
+    [start] = executed(output, START)
+    assert "--force-recreate" not in start
+
+
+def test_rotated_key_recreates_vllm(tmp_path):
+    ran, output = deploy(tmp_path, deployed_box(env_applied="0" * 40)[0])
+    [start] = executed(output, START)
+    assert "--force-recreate" in start
+
+
+def test_adapter_drift_syncs_without_a_start(tmp_path):
+    data, versions = deployed_box()
+    data, _ = deployed_box(served={"sql": versions["sql"]})
+    ran, output = deploy(tmp_path, data)
+    assert not executed(output, START)
+    assert executed(output, SYNC) == [SYNC, SYNC + " --verify"]
+
+
+def test_prune_on_deletes_only_undeclared_managed_folders(tmp_path):
+    data, _ = deployed_box(managed=["sql", "old-adapter"])
+    data["prune_adapters"] = True
+    ran, output = deploy(tmp_path, data)
+    assert ran.get("Prune undeclared adapter folder old-adapter")
+    assert not [name for name in ran if name.startswith("Prune") and "old-adapter" not in name]
+
+
+@pytest.mark.parametrize("case", ["fresh", "rotated"])
+def test_no_secret_in_the_output_of_a_real_run_at_the_highest_verbosity(tmp_path, case):
+    data = deployed_box(env_applied="0" * 40)[0] if case == "rotated" else {
+        **group_data("gpu"), "fake_delay": 0, "fake_delay_jitter": 0,
+        "fake_responses": {"docker version --format": ["server=28.2.2", "compose=2.40.3"], "[ ! -d ": [f"{i}=ok" for i in range(4)]}}
+    ran, output = deploy(tmp_path, data)
+    assert ran["Upload the secrets env file (0600)"] or case == "rotated"
+    for secret in (HF_TOKEN, API_KEY):
+        assert secret not in output
