@@ -53,7 +53,7 @@ def _load_grammar():
 
 
 grammar = _load_grammar()
-logger = init_logger(__name__)
+logger = init_logger("vllm.lorafleet.functiongemma_tool_parser")  # under "vllm": its log handler and format
 
 
 @ToolParserManager.register_module("lorafleet_functiongemma")
