@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGET_CONTEXT = Path(__file__).resolve().parent / "target"
+TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
 API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:12]
 # Recognisable fake secrets: the scenario asserts they appear nowhere but the secrets env file.
