@@ -24,7 +24,12 @@ SERVE_FILES = {
     "entrypoint.py": SERVING_DIR / "entrypoint.py",
     "sync_adapters.py": SERVING_DIR / "sync_adapters.py",
     "adapter_check.py": PACKAGE_DIR / "adapters" / "check.py",
+    # The project's tool parser (vLLM's --tool-parser-plugin) and the call grammar it imports.
+    "functiongemma_tool_parser.py": SERVING_DIR / "functiongemma_tool_parser.py",
+    "functiongemma.py": PACKAGE_DIR.parent / "functiongemma.py",
 }
+# The name the plugin registers with vLLM's ToolParserManager.
+PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 CPU_DOCKERFILE = PACKAGE_DIR / "image" / "Dockerfile"
 DEMO_BUILDER = PACKAGE_DIR / "models" / "build_demo_model.py"
 GATEWAY_DIR = PACKAGE_DIR / "gateway"

@@ -76,6 +76,8 @@ def vllm_args(s: Settings) -> list[str]:
     if s.enable_chunked_prefill:
         args.append("--enable-chunked-prefill")
     if s.enable_tool_calling:
+        if s.tool_call_parser == layout.PROJECT_TOOL_PARSER:
+            args += ["--tool-parser-plugin", layout.container_script("functiongemma_tool_parser.py")]
         args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
     if s.profile == "cuda":
         args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]

@@ -32,6 +32,7 @@ REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
 COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+PARSER_NAME = re.compile(r"[a-z0-9_]{1,64}")
 CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
@@ -339,7 +340,7 @@ def build_settings(
         enable_prefix_caching=flag("enable_prefix_caching"),
         enable_chunked_prefill=flag("enable_chunked_prefill"),
         enable_tool_calling=flag("enable_tool_calling"),
-        tool_call_parser=str(need("tool_call_parser") or ""),
+        tool_call_parser=pattern("tool_call_parser", PARSER_NAME, "use lorafleet_functiongemma (the project's) or a parser vLLM ships, e.g. functiongemma"),
         extra_vllm_args=tuple(extra),
         vllm_env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
         health_timeout_seconds=integer("health_timeout_seconds", 10),

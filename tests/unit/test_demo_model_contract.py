@@ -14,6 +14,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lorafleet.deploy.layout import DEMO_BUILDER
+from lorafleet.functiongemma import parse_calls, render_call
 
 SCRIPT = DEMO_BUILDER
 
@@ -59,15 +60,20 @@ def vllm_parse(text: str) -> list[tuple[str, dict]]:
         ("weather", "get_weather", {"city": "Paris"}),
         ("sql", "run_sql", {"query": "SELECT 1"}),
         ("email", "send_email", {"to": "ops@example.com"}),
+        ("alarm", "set_alarm", {"hour": 7, "volume": 0.5, "enabled": True, "label": "gym, then work",
+                                "days": ["mon", "fri"], "snooze": {"minutes": 5, "repeat": 3}, "sound": None}),
         ("billing-bot", "billing_bot_action", {"target": "billing-bot"}),
         ("x1", "x1_action", {"target": "x1"}),
     ],
 )
-def test_each_adapter_has_its_own_call_that_vllm_parses(demo, name, function, arguments):
+def test_each_adapter_has_its_own_call_that_the_tool_parser_parses(demo, name, function, arguments):
     spec = demo.adapter_spec(name)
     assert (spec["function"], spec["arguments"]) == (function, arguments)
     assert spec["tool"]["function"]["name"] == function
-    assert vllm_parse(spec["call_text"]) == [(function, arguments)]
+    assert parse_calls(spec["call_text"]) == ("", [(function, arguments)])
+    assert spec["call_text"] == render_call(function, arguments), "the demo writes calls as the grammar renders them"
+    if all(isinstance(v, str) for v in arguments.values()):
+        assert vllm_parse(spec["call_text"]) == [(function, arguments)], "string-only calls parse with vLLM's own parser too"
 
 
 def test_template_renders_functiongemma_declarations_as_documented(demo):

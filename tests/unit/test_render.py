@@ -29,13 +29,20 @@ def service(s):
     return yaml.safe_load(render.render_compose(s))["services"]["vllm"]
 
 
+def test_vllms_own_parser_can_still_be_chosen(gpu_data):
+    s = build_settings({**gpu_data, "tool_call_parser": "functiongemma"}, Secrets(hf_token="hf_x", api_key="k"))
+    args = render.vllm_args(s)
+    assert args[args.index("--tool-call-parser") + 1] == "functiongemma" and "--tool-parser-plugin" not in args
+
+
 def test_cuda_compose_has_the_engine_flags(gpu):
     vllm = service(gpu)
     args = vllm["command"]
     assert vllm["image"] == "vllm/vllm-openai:v0.32.0"
     assert args[0] == gpu.base_model_dir
     for flag, value in [("--max-loras", "20"), ("--max-lora-rank", "32"), ("--max-num-seqs", "256"),
-                        ("--port", "8000"), ("--tool-call-parser", "functiongemma"), ("--gpu-memory-utilization", "0.85")]:
+                        ("--port", "8000"), ("--tool-call-parser", "lorafleet_functiongemma"),
+                        ("--tool-parser-plugin", "/lorafleet/functiongemma_tool_parser.py"), ("--gpu-memory-utilization", "0.85")]:
         assert args[args.index(flag) + 1] == value
     for flag in ("--enable-lora", "--enable-prefix-caching", "--enable-chunked-prefill", "--enable-auto-tool-choice"):
         assert flag in args

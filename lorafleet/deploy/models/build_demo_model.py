@@ -29,17 +29,18 @@ What it writes (all under DIR):
   demo.json        manifest, written last:
                    {"format": 1, "inputs_hash": "<sha256>", "base_name": ..., "base_path": "base",
                     "base_reply": "<the base's plain-text answer>", "architecture": "Gemma3ForCausalLM",
-                    "tool_call_parser": "functiongemma", "stop_tokens": [...], "control_tokens": {...},
+                    "tool_call_parser": "lorafleet_functiongemma", "stop_tokens": [...], "control_tokens": {...},
                     "adapters": [{"name": "weather", "path": "adapters/weather",
                                   "function": "get_weather", "arguments": {"city": "Paris"},
                                   "call_text": "<start_function_call>call:get_weather{...}<end_function_call>",
                                   "tool": {OpenAI tool declaration of the function}, "rank": 8,
                                   "min_logit_margin": ...}, ...],
                     "seed": 0, "build_seconds": ..., "versions": {...}}
-                   ``arguments`` are what vLLM's functiongemma parser returns (it json.loads each value).
+                   ``arguments`` are what the project's tool parser returns, each value with its type
+                   (alarm -> set_alarm carries an integer, a float, a boolean, null, a list and an object).
 
-vLLM's ``functiongemma`` tool parser (``--enable-auto-tool-choice --tool-call-parser
-functiongemma``) turns the adapters' answers into OpenAI ``tool_calls`` when the request
+The project's tool parser (``--enable-auto-tool-choice --tool-call-parser
+lorafleet_functiongemma``) turns the adapters' answers into OpenAI ``tool_calls`` when the request
 passes a ``tools`` list (the parser then sets ``skip_special_tokens=False`` itself).  The
 function-call control tokens are *non-special* added tokens, so they also survive the
 default ``skip_special_tokens=True`` (requests without tools get the raw call text as content).
@@ -100,6 +101,14 @@ KNOWN_ADAPTERS = {
             {"query": ("string", "The SQL query to run")}),
     "email": ("send_email", {"to": "ops@example.com"}, "Send an email to a recipient.",
               {"to": ("string", "The recipient's email address")}),
+    # Every value type FunctionGemma writes: an integer, a float, a boolean, null, a list and a nested object.
+    "alarm": ("set_alarm", {"hour": 7, "volume": 0.5, "enabled": True, "label": "gym, then work",
+                            "days": ["mon", "fri"], "snooze": {"minutes": 5, "repeat": 3}, "sound": None},
+              "Set an alarm.",
+              {"hour": ("integer", "Hour of the day, 0-23"), "volume": ("number", "Volume from 0 to 1"),
+               "enabled": ("boolean", "Whether the alarm is on"), "label": ("string", "What the alarm is for"),
+               "days": ("array", "Weekdays, e.g. mon"), "snooze": ("object", "Snooze minutes and repeats"),
+               "sound": ("string", "A sound name, or null for the default")}),
 }
 ADAPTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -223,6 +232,21 @@ PARAM_NAMES = "city location query to subject body id name date count limit unit
 CONTROL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS + FUNCTION_TOKENS))
 
 
+def call_value(v) -> str:
+    """A value as CHAT_TEMPLATE's fg_value writes it in a call: strings escaped, the rest bare."""
+    if isinstance(v, str):
+        return f"<escape>{v}<escape>"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{call_value(x)}" for k, x in sorted(v.items())) + "}"
+    return "[" + ",".join(call_value(x) for x in v) + "]"
+
+
 def adapter_spec(name: str) -> dict:
     """Function, arguments and OpenAI tool declaration for one adapter name."""
     if name in KNOWN_ADAPTERS:
@@ -233,13 +257,8 @@ def adapter_spec(name: str) -> dict:
         desc = f"Run the {name} demo action."
         params = {"target": ("string", "What the action applies to")}
     call_text = "<start_function_call>call:" + fn + "{" + ",".join(
-        f"{k}:<escape>{v}<escape>" for k, v in args.items()) + "}<end_function_call>"
-    parsed = {}
-    for k, v in args.items():  # what vLLM's functiongemma parser returns (it json.loads each value)
-        try:
-            parsed[k] = json.loads(v)
-        except json.JSONDecodeError:
-            parsed[k] = v
+        f"{k}:{call_value(v)}" for k, v in args.items()) + "}<end_function_call>"
+    parsed = copy.deepcopy(args)  # what the project's tool parser returns: every value with its type
     tool = {"type": "function", "function": {
         "name": fn, "description": desc,
         "parameters": {"type": "object",
@@ -685,7 +704,7 @@ def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
         "base_path": "base",
         "base_reply": BASE_REPLY,
         "architecture": "Gemma3ForCausalLM",
-        "tool_call_parser": "functiongemma",
+        "tool_call_parser": "lorafleet_functiongemma",
         "stop_tokens": [EOS, EOT, "<start_function_response>"],
         "control_tokens": {"special": SPECIAL_TOKENS, "function": FUNCTION_TOKENS},
         "adapters": adapters_manifest,
