@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.settings import Settings
@@ -146,7 +147,7 @@ def render_compose(s: Settings) -> str:
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(layout.COMPOSE_TEMPLATE.parent)), undefined=jinja2.StrictUndefined, autoescape=False
     ).get_template(layout.COMPOSE_TEMPLATE.name)
-    return template.render(
+    text = template.render(
         s=s,
         image=image,
         container=container_name(s),
@@ -158,6 +159,19 @@ def render_compose(s: Settings) -> str:
         # The label makes compose recreate the container when the weights or the entrypoint change too.
         engine_hash=engine_hash(s),
     ) + "\n"
+    check_compose(text, s)
+    return text
+
+
+def check_compose(text: str, s: Settings) -> None:
+    """Read the rendered file back as compose will: what the template meant is what lands, and no secret."""
+    vllm = yaml.safe_load(text)["services"]["vllm"]
+    expected = {"image": serving_image(s), "command": vllm_args(s), "environment": vllm_environment(s),
+                "volumes": volumes(s), "env_file": [paths(s).env_file]}
+    wrong = [key for key, value in expected.items() if vllm.get(key) != value]
+    secrets = [v for v in (s.secrets.api_key, s.secrets.hf_token) if v and v in text]
+    if wrong or secrets:
+        raise AssertionError(f"lorafleet: the rendered compose file is wrong in {wrong or 'its secrets'}: a bug, please report it")
 
 
 def render_env_file(s: Settings) -> str:

@@ -158,3 +158,11 @@ def test_docker_compose_config_accepts_the_gateway_project(gpu, tmp_path):
     result = subprocess.run(["docker", "compose", "--project-directory", str(tmp_path), "config", "--quiet"],
                             capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr
+
+
+def test_a_template_that_drops_a_setting_is_caught_before_upload(gpu, tmp_path, monkeypatch):
+    broken = tmp_path / "compose.yaml.j2"
+    broken.write_text(layout.COMPOSE_TEMPLATE.read_text().replace("    env_file: [{{ env_file | tojson }}]\n", ""))
+    monkeypatch.setattr(layout, "COMPOSE_TEMPLATE", broken)
+    with pytest.raises(AssertionError, match="env_file"):
+        render.render_compose(gpu)
