@@ -36,7 +36,8 @@ GATEWAY_DIR = PACKAGE_DIR / "gateway"
 GATEWAY_FILES = {"compose.yaml": GATEWAY_DIR / "compose.yaml", "Dockerfile": GATEWAY_DIR / "Dockerfile"}
 BOOTSTRAP = GATEWAY_DIR / "bootstrap.sh"
 # Shell the deploy runs on the host, copied into {stack_dir}/bin (shellcheck checks them).
-HOST_SCRIPTS = {"start.sh": START_SCRIPT, "hub_fetch.sh": PACKAGE_DIR / "models" / "hub_fetch.sh"}
+HOST_SCRIPTS = {"start.sh": START_SCRIPT, "hub_fetch.sh": PACKAGE_DIR / "models" / "hub_fetch.sh",
+                "build.sh": PACKAGE_DIR / "image" / "build.sh"}
 
 # -- Markers: files lorafleet writes to say what a folder holds -------------------
 SOURCE_MARKER = ".lorafleet-source"  # in a model or adapter folder: where it came from; only such folders are ever pruned

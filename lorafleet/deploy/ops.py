@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from io import BytesIO
 
 from pyinfra import host
@@ -10,6 +11,23 @@ from pyinfra.api import QuoteString
 from pyinfra.facts.files import File, Sha1File
 
 from lorafleet.deploy.render import sha1_hex
+
+
+class LiveCommand(StringCommand):
+    """A long command whose output lines show as it runs (pyinfra otherwise shows them only with -v).
+
+    The scripts behind these commands print a few progress lines (build steps, bytes
+    downloaded, seconds waited of the deadline), so this never floods the screen.
+    """
+
+    def execute(self, state, host, connector_arguments):
+        connector_arguments.update(self.connector_arguments)
+        return host.run_shell_command(self, print_output=True, print_input=state.print_input, **connector_arguments)
+
+
+def live(command: str) -> StringCommand | str:
+    """`command` with its progress shown, except under --json (whose reader wants JSON alone)."""
+    return command if "--json" in sys.argv else LiveCommand(command)
 
 
 class SecretText:

@@ -7,6 +7,7 @@ from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.facts import ImageId
+from lorafleet.deploy.ops import live
 from lorafleet.deploy.settings import Settings
 
 
@@ -20,7 +21,7 @@ def ensure(s: Settings) -> None:
             dest=f"{render.paths(s).cpu_build_dir}/Dockerfile",
         )
         if not present:
-            server.shell(name=f"Build the serving image {image}", commands=[render.cpu_build_command(s)])
+            server.shell(name=f"Build the serving image {image}", commands=[live(render.cpu_build_command(s))])
         return
     if not present:
         pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])

@@ -32,16 +32,25 @@ done
 
 staging="$dest.partial"
 parent=$(dirname "$dest")
-run=(docker run --rm --env-file "$hub_env" -e HF_HUB_OFFLINE=0 -e "HF_HOME=$cache_root/huggingface"
+run=(docker run --rm --env-file "$hub_env" -e HF_HUB_OFFLINE=0 -e HF_HUB_DISABLE_PROGRESS_BARS=1 -e "HF_HOME=$cache_root/huggingface"
      -v "$parent:$parent" -v "$cache_root:$cache_root" -v "$serve_dir:$serve_mount:ro"
      --entrypoint python3 "$image")
 
 mkdir -p "$parent"
 rm -rf "$staging"
+progress() {  # a line every 15 s: how much has arrived
+    while sleep 15; do
+        echo "lorafleet: downloading $repo@$revision: $(du -sm "$staging" 2>/dev/null | cut -f1 || echo 0) MB so far"
+    done
+}
+progress &
+progress_pid=$!
+trap 'kill "$progress_pid" 2>/dev/null || true' EXIT
 "${run[@]}" -c 'import os, sys
 from huggingface_hub import snapshot_download
 snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], token=os.environ.get("HF_TOKEN") or None)' \
     "$repo" "$revision" "$staging"
+kill "$progress_pid" 2>/dev/null || true
 if [[ -n $check_name ]]; then
     check=("$serve_mount/adapter_check.py" "$staging" --name "$check_name" --max-lora-rank "$max_rank")
     [[ -n $base_model ]] && check+=(--base-model "$base_model")

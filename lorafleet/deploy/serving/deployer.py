@@ -12,6 +12,7 @@ from pyinfra.operations import files, python, server
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.facts import ServingState
+from lorafleet.deploy.ops import live
 from lorafleet.deploy.settings import Settings
 
 
@@ -36,7 +37,7 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
         logger.info(f"{host.name}: {reason}")
     up = server.shell(
         name="Start vLLM and wait for /health (rolls back on failure)",
-        commands=[render.start_with_rollback_command(s, force_recreate=decision.recreate)],
+        commands=[live(render.start_with_rollback_command(s, force_recreate=decision.recreate))],
         _if=lambda: decision.start or compose.did_change(),
     )
     sync = server.shell(

@@ -30,6 +30,18 @@ up() {
         up -d --wait --wait-timeout "$timeout" --remove-orphans "$@"
 }
 
+progress() {  # a line every 15 s while compose waits: how long, and vLLM's last log line
+    local waited=0 last
+    while sleep 15; do
+        waited=$((waited + 15))
+        last=$(docker logs --tail 1 "$container" 2>&1 | cut -c1-120)
+        echo "lorafleet: waiting for /health: ${waited}s of ${timeout}s; vLLM: ${last:-starting}"
+    done
+}
+progress &
+progress_pid=$!
+trap 'kill "$progress_pid" 2>/dev/null || true' EXIT
+
 if up "${recreate[@]}"; then
     cp "$compose_file" "$last_good"
     # What the running vLLM started with: a rotated key is noticed even after a half-done deploy.
