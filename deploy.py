@@ -16,14 +16,14 @@ from lorafleet.deploy.models import deployer as models
 from lorafleet.deploy.serving import deployer as serving
 
 settings = host_settings(host)  # every setting validated here, before anything is planned
-preflight.check(settings)  # docker + compose v2, the GPU (cuda), storage roots as the daemon sees them
+engine = preflight.check(settings)  # docker + compose v2, the GPU (cuda), each storage root proven through the engine
 lock.acquire(settings)  # one deploy at a time on a box; a crashed deploy's lock is recognised
 storage.ensure(settings)  # storage roots, cache folders, the stack folder, the scripts it runs
 secret_files.upload(settings)  # the 0600 env files: the vLLM API key, HF_TOKEN
 gateway.stage(settings)  # the gateway project's files, for the bootstrap (never recreated here)
 image.ensure(settings)  # pull the pinned CUDA image, or build the CPU image
-models.ensure_base(settings)  # the base model: hub download, laptop upload or demo build
-versions = adapters.ensure(settings)  # every adapter in place and checked
-serving.apply(settings, versions)  # manifest, compose, start with rollback, adapter sync, verify
+models.ensure_base(settings, engine)  # the base model: hub download, laptop upload or demo build
+versions = adapters.ensure(settings, engine)  # every adapter in place and checked
+serving.apply(settings, versions, engine)  # manifest, compose, start with rollback, adapter sync, verify
 adapters.prune(settings)  # only with prune_adapters: undeclared adapters are unloaded, never deleted, by default
 lock.release(settings)

@@ -42,7 +42,7 @@ compose_project = "lorafleet"  # compose project name of the serving stack
 # --- vLLM engine (a change here recreates the container) -------------------------
 max_loras = 20  # adapters in one batch on the GPU
 max_lora_rank = 32  # highest adapter rank; one of 1, 8, 16, 32, 64, 128, 256, 320, 512
-max_cpu_loras = None  # adapter cache size; None: max(max_loras, number of adapters), so none is evicted
+max_cpu_loras = None  # adapter cache size; None: 64, or the next power of two above the adapter count (adding one never restarts vLLM)
 max_num_seqs = 256  # concurrent sequences per batch
 max_model_len = 32768  # FunctionGemma's full context
 gpu_memory_utilization = 0.85  # fraction of GPU memory vLLM may take, in (0, 1]

@@ -39,26 +39,13 @@ class DockerVersions(FactBase):
 
 
 class StorageRoots(FactBase):
-    """For each path: missing, not writable, ok; and whether it is only the container's own disk.
+    """For each path: missing, readonly or ok, as the deploy's shell sees it."""
 
-    Inside the gateway (a container), a storage root that is not a mount of the
-    host's disk would be written in the gateway's layer, invisible to the
-    daemon that binds it into vLLM: path parity is broken.
-    """
-
-    def command(self, paths: tuple[str, ...], in_gateway: bool = False) -> str:
+    def command(self, paths: tuple[str, ...]) -> str:
         checks = []
         for i, p in enumerate(paths):
             q = shlex.quote(p)
-            # Only where the daemon runs outside this container (the gateway) does the layer matter.
-            parity = (
-                f"elif [ -f /.dockerenv ] && [ \"$(df -P {q} | awk 'NR==2{{print $6}}')\" = / ]; then echo {i}=unshared; "
-                if in_gateway else ""
-            )
-            checks.append(
-                f"if [ ! -d {q} ]; then echo {i}=missing; elif [ ! -w {q} ]; then echo {i}=readonly; "
-                f"{parity}else echo {i}=ok; fi"
-            )
+            checks.append(f"if [ ! -d {q} ]; then echo {i}=missing; elif [ ! -w {q} ]; then echo {i}=readonly; else echo {i}=ok; fi")
         return "; ".join(checks)
 
     @staticmethod
@@ -149,6 +136,59 @@ class ServingState(FactBase):
             "served": served,
             "applied": applied,
         }
+
+
+class GatewayContainer(FactBase):
+    """The gateway's image and its mounts as the engine reports them (`docker inspect`); None if it is not found."""
+
+    def command(self, container: str) -> str:
+        return (
+            f"docker inspect --format 'image={{{{.Config.Image}}}}{{{{println}}}}mounts={{{{json .Mounts}}}}' "
+            f"{shlex.quote(container)} 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        try:
+            mounts = json.loads(values.get("mounts") or "null")
+        except ValueError:
+            mounts = None
+        if not values.get("image") or not isinstance(mounts, list):
+            return None
+        return {"image": values["image"], "mounts": mounts}
+
+
+class EngineRoundTrip(FactBase):
+    """For each (folder, engine source): a marker written through the folder, read back by a container binding the source.
+
+    Each line is `i=ok`, `i=missing` (the engine's folder is another one), `i=other:TEXT`,
+    `i=unwritable` or `i=error:DOCKER'S MESSAGE`. The marker is removed again.
+    """
+
+    def command(self, checks: tuple[tuple[str, str], ...], image: str, token: str) -> str:
+        q = shlex.quote
+        parts = []
+        for i, (folder, source) in enumerate(checks):
+            marker = q(f"{folder}/{layout.PROBE_MARKER}")
+            # --mount, not -v: a source the engine does not have is an error, never a new empty folder.
+            read = (f"docker run --rm --network none --mount {q('type=bind,readonly,src=' + source + ',dst=/probe')} "
+                    f"--entrypoint cat {q(image)} /probe/{layout.PROBE_MARKER} 2>&1")
+            parts.append(
+                f"if {{ printf %s {q(token)} > {marker}; }} 2>/dev/null; then out=$({read}); rc=$?; rm -f {marker}; "
+                f"if [ $rc -eq 0 ] && [ \"$out\" = {q(token)} ]; then echo {i}=ok; "
+                f"elif [ $rc -eq 0 ]; then echo \"{i}=other:$(printf %s \"$out\" | head -c 80 | tr '\\n' ' ')\"; "
+                f"elif printf %s \"$out\" | grep -q 'No such file'; then echo {i}=missing; "
+                f"else echo \"{i}=error:$(printf %s \"$out\" | head -n 1 | head -c 300)\"; fi; "
+                f"else echo {i}=unwritable; fi"
+            )
+        return "; ".join(parts)
+
+    @staticmethod
+    def default():
+        return []
+
+    def process(self, output):
+        return [line.split("=", 1)[1] for line in sorted(output, key=lambda x: int(x.split("=")[0])) if "=" in line]
 
 
 class DeployLockHolder(FactBase):

@@ -1,16 +1,25 @@
-"""Preflight: refuse to plan anything on a host that cannot serve (read-only facts)."""
+"""Preflight: refuse to plan anything on a host that cannot serve.
+
+Read-only facts, but for one round trip in gateway mode: a marker file written
+through each mount of the gateway that holds a storage root, read back by a
+throwaway container binding the engine's source of it, then removed.
+"""
 
 from __future__ import annotations
+
+import secrets
 
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
 from lorafleet.deploy import render
-from lorafleet.deploy.facts import DockerVersions, GpuInContainer, ImageId, StorageRoots
+from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
+from lorafleet.deploy.facts import DockerVersions, EngineRoundTrip, GatewayContainer, GpuInContainer, ImageId, StorageRoots
 from lorafleet.deploy.settings import Settings
 
 
-def check(s: Settings) -> None:
+def check(s: Settings) -> EngineView:
+    """Stop the deploy, naming every problem and its fix, or return how the engine sees the host's folders."""
     problems = []
     versions = host.get_fact(DockerVersions)
     if not versions["server"]:
@@ -22,17 +31,12 @@ def check(s: Settings) -> None:
         problems.append("docker compose v2 is missing (`docker compose version` failed): install the compose plugin")
     roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root,
              "stack_dir": s.stack_dir}
-    states = host.get_fact(StorageRoots, paths=tuple(roots.values()), in_gateway=s.network_mode == "gateway")
+    states = host.get_fact(StorageRoots, paths=tuple(roots.values()))
     for (key, path), state in zip(roots.items(), [*states, *["missing"] * len(roots)]):
         if state == "missing" and not s.create_storage_roots:
             problems.append(f"{key}={path} does not exist on the host: create it (the bootstrap does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
-        elif state == "unshared":
-            problems.append(
-                f"{key}={path} is not mounted into the gateway from the host, so the Docker daemon would not see "
-                "what the deploy writes there: mount it at the same path in the gateway (path parity)"
-            )
     if s.profile == "cuda" and host.get_fact(ImageId, image=render.serving_image(s)):
         gpu = host.get_fact(GpuInContainer, image=render.serving_image(s))
         if not gpu["ok"]:
@@ -40,5 +44,55 @@ def check(s: Settings) -> None:
                 "the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "
                 f"Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: {gpu['detail'][:300]}"
             )
+    engine = SAME_PATHS
+    if s.network_mode == "gateway" and versions["server"]:
+        engine = _engine_view(s, roots, problems)
     if problems:
         raise DeployError(f"{host.name}: preflight failed (nothing was changed):\n" + "\n".join(f"  - {p}" for p in problems))
+    return engine
+
+
+FIX = ("rerun the bootstrap in the WSL distro with the same roots as group_data (it mounts each root into the "
+       "gateway); on Docker Desktop keep the roots on the WSL disk or a drive shared under Settings > Resources > "
+       "File sharing")
+
+
+def _engine_view(s: Settings, roots: dict[str, str], problems: list[str]) -> EngineView:
+    """The gateway's mounts as the engine resolved them, each proven by a round trip."""
+    gateway = host.get_fact(GatewayContainer, container=s.gateway_container)
+    if gateway is None:
+        problems.append(
+            f"gateway_container={s.gateway_container!r} is not a container the engine knows (`docker inspect` "
+            "found none): the deploy must run in the gateway the bootstrap made; name it in gateway_container"
+        )
+        return SAME_PATHS
+    engine = from_inspect(gateway["mounts"])
+    held: dict[str, tuple[str, str]] = {}  # the gateway's mount that holds each root
+    for key, path in roots.items():
+        mount = engine.mount_of(path)
+        if mount is None:
+            problems.append(
+                f"{key}={path} is not mounted into the gateway from the host, so the engine would bind a folder "
+                f"other than the one the deploy writes (`docker inspect {s.gateway_container}` lists no mount "
+                f"holding it): {FIX}"
+            )
+            continue
+        held[key] = mount
+    checks = sorted(set(held.values()))
+    results = host.get_fact(EngineRoundTrip, checks=tuple(checks), image=gateway["image"], token=ROUND_TRIP_TOKEN)
+    outcome = dict(zip(checks, [*results, *["error:no answer"] * len(checks)]))
+    for key, (folder, source) in held.items():
+        found = outcome[(folder, source)]
+        if found == "ok":
+            continue
+        what = {"missing": "not there (the engine binds another folder)",
+                "unwritable": "never written (the gateway cannot write there)"}.get(found, found)
+        problems.append(
+            f"{key}={roots[key]}: a marker written at {folder} (the gateway's view) was {what} when a container "
+            f"bound {source} (the engine's view, from `docker inspect {s.gateway_container}`): {FIX}"
+        )
+    return engine
+
+
+# One per deploy: a marker left by an interrupted round trip is never mistaken for this one's.
+ROUND_TRIP_TOKEN = secrets.token_hex(8)

@@ -16,6 +16,7 @@ import jinja2
 import yaml
 
 from lorafleet.deploy import layout
+from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.settings import Settings
 
 
@@ -104,13 +105,13 @@ def vllm_environment(s: Settings) -> dict[str, str]:
     return env
 
 
-def volumes(s: Settings) -> list[str]:
-    """Storage roots at the same path inside as on the host (path parity), the serve files read-only."""
+def volumes(s: Settings, engine: EngineView = SAME_PATHS) -> list[str]:
+    """Storage roots inside vLLM at the paths the deploy writes them, bound from the engine's view; serve files read-only."""
     return [
-        f"{s.models_root}:{s.models_root}:ro",
-        f"{s.adapters_root}:{s.adapters_root}:ro",
-        f"{s.cache_root}:{s.cache_root}",
-        f"{paths(s).serve_dir}:{layout.CONTAINER_SERVE_DIR}:ro",
+        engine.bind(s.models_root, mode="ro"),
+        engine.bind(s.adapters_root, mode="ro"),
+        engine.bind(s.cache_root),
+        engine.bind(paths(s).serve_dir, layout.CONTAINER_SERVE_DIR, "ro"),
     ]
 
 
@@ -137,7 +138,7 @@ def engine_hash(s: Settings) -> str:
                       json.dumps(vllm_environment(s)), serve_files_hash())
 
 
-def render_compose(s: Settings) -> str:
+def render_compose(s: Settings, engine: EngineView = SAME_PATHS) -> str:
     """The serving compose project. Changes only with the engine (image, base model, flags)."""
     args = vllm_args(s)
     environment = vllm_environment(s)
@@ -152,20 +153,20 @@ def render_compose(s: Settings) -> str:
         args=args,
         environment=environment,
         env_file=paths(s).env_file,
-        volumes=volumes(s),
+        volumes=volumes(s, engine),
         entrypoint=layout.container_script("entrypoint.py"),
         # The label makes compose recreate the container when the weights or the entrypoint change too.
         engine_hash=engine_hash(s),
     ) + "\n"
-    check_compose(text, s)
+    check_compose(text, s, engine)
     return text
 
 
-def check_compose(text: str, s: Settings) -> None:
+def check_compose(text: str, s: Settings, engine: EngineView = SAME_PATHS) -> None:
     """Read the rendered file back as compose will: what the template meant is what lands, and no secret."""
     vllm = yaml.safe_load(text)["services"]["vllm"]
     expected = {"image": serving_image(s), "command": vllm_args(s), "environment": vllm_environment(s),
-                "volumes": volumes(s), "env_file": [paths(s).env_file]}
+                "volumes": volumes(s, engine), "env_file": [paths(s).env_file]}
     wrong = [key for key, value in expected.items() if vllm.get(key) != value]
     secrets = [v for v in (s.secrets.api_key, s.secrets.hf_token) if v and v in text]
     if wrong or secrets:
@@ -224,11 +225,16 @@ def host_script(s: Settings, name: str) -> str:
     return f"{paths(s).bin_dir}/{name}"
 
 
-def hub_download_command(s: Settings, repo: str, revision: str, dest: str, check_adapter: str = "") -> str:
+def hub_download_command(
+    s: Settings, repo: str, revision: str, dest: str, check_adapter: str = "", engine: EngineView = SAME_PATHS
+) -> str:
     """Download a hub repo at a revision on the host (hub_fetch.sh), checked when it is an adapter."""
     p = paths(s)
+    parent = dest.rsplit("/", 1)[0]
     args = ["bash", host_script(s, "hub_fetch.sh"), "--image", serving_image(s), "--hub-env", p.hub_env_file,
-            "--cache-root", s.cache_root, "--serve-dir", p.serve_dir, "--serve-mount", layout.CONTAINER_SERVE_DIR,
+            "--bind", engine.bind(parent), "--bind", engine.bind(s.cache_root),
+            "--bind", engine.bind(p.serve_dir, layout.CONTAINER_SERVE_DIR, "ro"),
+            "--cache-root", s.cache_root, "--serve-mount", layout.CONTAINER_SERVE_DIR,
             "--repo", repo, "--revision", revision, "--dest", dest, "--marker", layout.SOURCE_MARKER]
     if check_adapter:
         args += ["--check", check_adapter, "--max-lora-rank", str(s.max_lora_rank)]
@@ -267,13 +273,13 @@ def demo_inputs_hash(s: Settings) -> str:
     return sha256_hex(layout.DEMO_BUILDER.read_bytes(), names, serving_image(s))
 
 
-def demo_build_command(s: Settings) -> str:
+def demo_build_command(s: Settings, engine: EngineView = SAME_PATHS) -> str:
     """Build the demo model and its adapters on the host, in a throwaway container of the serving image."""
     p = paths(s)
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
     builder_dir = p.demo_builder.rsplit("/", 1)[0]
     build = shlex.join([
-        "docker", "run", "--rm", "--network", "none", "-v", f"{s.models_root}:{s.models_root}", "-v", f"{builder_dir}:/demo:ro",
+        "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(builder_dir, "/demo", "ro"),
         "--entrypoint", "python3", serving_image(s), "/demo/build_demo_model.py", "--out", s.demo_dir,
         "--adapters", names, "--base-name", s.adapter_base_name,
     ])

@@ -280,8 +280,7 @@ def build_settings(
 
     max_cpu_loras = d.get("max_cpu_loras")
     if max_cpu_loras is None:
-        # vLLM evicts adapters from its CPU cache beyond this; keep every declared adapter resident.
-        max_cpu_loras = max(max_loras, len(adapters))
+        max_cpu_loras = default_max_cpu_loras(max_loras, len(adapters))
     else:
         max_cpu_loras = integer("max_cpu_loras", 1)
         if max_loras and max_cpu_loras < max_loras:
@@ -372,6 +371,16 @@ def build_settings(
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def default_max_cpu_loras(max_loras: int, adapter_count: int) -> int:
+    """Room for every declared adapter in vLLM's CPU cache (beyond it they are evicted and reloaded).
+
+    A power of two of at least 64, not the adapter count itself: the value is an engine flag, and
+    an adapter added or removed must not change it (that would restart vLLM). It changes only when
+    the count crosses 64, 128, ...
+    """
+    return max(max_loras, 1 << max(6, (max(adapter_count, 1) - 1).bit_length()))
 
 
 def _door_problems(s: Settings) -> list[str]:

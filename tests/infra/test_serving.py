@@ -63,7 +63,7 @@ def _ask(client, model: str, tools=None):
     kwargs = {"tools": tools} if tools else {}
     return client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Please handle my request."}],
-        max_tokens=48, temperature=0, **kwargs,
+        max_tokens=256, temperature=0, **kwargs,  # room for a call with many arguments (the alarm adapter)
     ).choices[0]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from inventories.dry_run import _FIRST_TIME_BOX as FIRST_TIME_BOX
 from lorafleet.deploy import render
 from lorafleet.deploy.settings import Secrets, build_settings
 from tests.conftest import group_data
@@ -43,8 +44,7 @@ def deployed_box(served=None, engine=None, env_applied=None, managed=()) -> tupl
     files = {p.compose_file: render.render_compose(s), p.manifest: render.render_manifest(s, versions)}
     served = {n: versions[n] for n in versions} if served is None else served
     responses = {
-        "docker version --format": ["server=28.2.2", "compose=2.40.3"],
-        "[ ! -d ": ["0=ok", "1=ok", "2=ok", "3=ok"],
+        **FIRST_TIME_BOX,
         f"docker image inspect --format '{{{{.Id}}}}' {render.serving_image(s)}": ["sha256:abc"],
         "nvidia-smi": ["GPU 0: NVIDIA (UUID: GPU-1)", "gpu=ok"],
         "docker inspect --format '{{.State.Status}}": [
@@ -131,7 +131,7 @@ def test_prune_on_deletes_only_undeclared_managed_folders(tmp_path):
 def test_no_secret_in_the_output_of_a_real_run_at_the_highest_verbosity(tmp_path, case):
     data = deployed_box(env_applied="0" * 40)[0] if case == "rotated" else {
         **group_data("gpu"), "fake_delay": 0, "fake_delay_jitter": 0,
-        "fake_responses": {"docker version --format": ["server=28.2.2", "compose=2.40.3"], "[ ! -d ": [f"{i}=ok" for i in range(4)]}}
+        "fake_responses": FIRST_TIME_BOX}
     ran, output = deploy(tmp_path, data)
     assert ran["Upload the secrets env file (0600)"] or case == "rotated"
     for secret in (HF_TOKEN, API_KEY):

@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
 API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:12]
+# The user's default roots (group_data/all.py): on the Docker Desktop-shaped target the gateway sees the
+# storage at these paths, while the engine binds other folders of this machine (as its VM's paths differ).
+DESKTOP_ROOTS = {"models_root": "/mnt/d/AI_Models/base", "adapters_root": "/mnt/e/AI_Models/adapters",
+                 "cache_root": "/mnt/d/AI_Models/cache", "stack_dir": "/opt/lorafleet"}
 # Recognisable fake secrets: the scenario asserts they appear nowhere but the secrets env file.
 HF_TOKEN = "hf_" + "lorafleetE2Efake" + uuid.uuid4().hex
 
@@ -79,22 +83,28 @@ class Scenario:
             self.timings[name] = time.monotonic() - start
             self.report(f"[e2e {self.kind}] {name}: {self.timings[name]:.1f} s")
 
+    @property
+    def host_roots(self) -> dict[str, Path]:
+        """Each storage root as this machine (and so the engine) sees it."""
+        return {"models_root": self.models_root, "adapters_root": self.dir / "adapters",
+                "cache_root": self.cache_root, "stack_dir": self.dir / "stack"}
+
     def create(self) -> None:
         with self.phase("create"):
-            for folder in (self.dir / "adapters", self.dir / "stack", self.dir / "state", self.models_root, self.cache_root):
+            for folder in (*self.host_roots.values(), self.dir / "state"):
                 folder.mkdir(parents=True, exist_ok=True)
+            # What the deploy sees: the same paths, or on the Docker Desktop-shaped target the user's paths,
+            # which exist only inside the gateway (as a WSL distro's paths differ from the engine's VM).
+            seen = DESKTOP_ROOTS if self.kind == "desktop" else {k: str(v) for k, v in self.host_roots.items()}
             data = local_group_data()
             data.update(
                 cpu_base_image=cpu_base_image(),
-                models_root=str(self.models_root),
-                adapters_root=str(self.dir / "adapters"),
-                cache_root=str(self.cache_root),
-                stack_dir=str(self.dir / "stack"),
+                **seen,
                 compose_project=self.project,
                 health_timeout_seconds=600,
             )
-            if self.kind == "ssh":
-                self._start_ssh_target(data)
+            if self.kind in ("ssh", "desktop"):
+                self._start_ssh_target(data, [(str(self.host_roots[k]), seen[k]) for k in seen])
             else:
                 port = free_port()
                 data.update(port=port, endpoint_url=f"http://127.0.0.1:{port}/v1")
@@ -164,7 +174,7 @@ class Scenario:
         env = {**os.environ, "LORAFLEET_STATE_DIR": str(self.dir / "state"), "LORAFLEET_API_KEY": API_KEY}
         args = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/infra",
                 "--inventory", str(self.dir / "inventory.py")]
-        if self.kind == "ssh":
+        if self.kind in ("ssh", "desktop"):
             args += [f"--hosts=ssh://{self.project}", f"--ssh-config={self.dir / 'ssh_config'}"]
         return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
 
@@ -212,14 +222,14 @@ class Scenario:
                env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=1200)
         return image
 
-    def _start_ssh_target(self, data: dict) -> None:
+    def _start_ssh_target(self, data: dict, roots: list[tuple[str, str]]) -> None:
+        """The gateway stand-in: sshd, the docker CLI and the engine's socket, each root bound from the host."""
         key = self.dir / "id_ed25519"
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
         name = f"{self.project}-gateway"
         mounts = []
-        # Path parity: the target sees the storage roots and stack folder at the host's paths.
-        for path in (self.models_root, self.dir / "adapters", self.cache_root, self.dir / "stack"):
-            mounts += ["-v", f"{path}:{path}"]
+        for source, seen in roots:
+            mounts += ["-v", f"{source}:{seen}"]
         self.target_id = sh(
             "docker", "run", "-d", "--name", name, "--label", f"lorafleet.e2e={self.run_id}",
             "-p", "127.0.0.1::22", "-p", "127.0.0.1::8000",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.deploy.settings import Secrets, SettingsError, build_settings
+from lorafleet.deploy.settings import Secrets, SettingsError, build_settings, default_max_cpu_loras
 
 TOKEN = Secrets(hf_token="hf_token_for_tests", api_key="key-for-tests")
 
@@ -39,9 +39,13 @@ def test_local_defaults_validate(local_data):
     assert s.max_cpu_loras >= len(s.adapters)
 
 
-def test_max_cpu_loras_defaults_to_the_adapter_count(gpu_data, tmp_path):
+def test_max_cpu_loras_default_holds_every_adapter_and_moves_only_at_powers_of_two(gpu_data, tmp_path):
     gpu_data["adapters"] = [{"name": f"a{i}", "path": make_adapter(tmp_path, f"a{i}")} for i in range(25)]
-    assert build_settings(gpu_data, TOKEN).max_cpu_loras == 25
+    assert build_settings(gpu_data, TOKEN).max_cpu_loras == 64
+    # Adding or removing an adapter must not change an engine flag (that would restart vLLM).
+    assert {default_max_cpu_loras(4, n) for n in range(0, 65)} == {64}
+    assert default_max_cpu_loras(4, 65) == default_max_cpu_loras(4, 128) == 128
+    assert default_max_cpu_loras(100, 3) == 100
 
 
 BAD_INPUTS = [

@@ -12,6 +12,7 @@ from lorafleet.deploy import layout, render
 from lorafleet.deploy.adapters.folder import folder_version
 from lorafleet.deploy.credentials import state_dir
 from lorafleet.deploy.facts import ManagedFolders
+from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.layout import PROJECT_ROOT
 from lorafleet.deploy.settings import Settings
@@ -22,7 +23,7 @@ from lorafleet.deploy.models.deployer import marker_is
 FINGERPRINTS = state_dir(PROJECT_ROOT) / "adapter-fingerprints.json"
 
 
-def ensure(s: Settings) -> dict[str, str]:
+def ensure(s: Settings, engine: EngineView = SAME_PATHS) -> dict[str, str]:
     """Put every declared adapter in place; returns each adapter's version for the manifest."""
     versions = {}
     for adapter in s.adapters:
@@ -44,7 +45,7 @@ def ensure(s: Settings) -> dict[str, str]:
             if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
                 server.shell(
                     name=f"Download and check adapter {adapter.name} ({wanted})",
-                    commands=[live(render.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name))],
+                    commands=[live(render.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name, engine=engine))],
                 )
             versions[adapter.name] = wanted
         else:

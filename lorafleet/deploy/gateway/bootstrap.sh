@@ -540,6 +540,27 @@ if [[ $state != running ]]; then
         "fix what the log says and rerun; a rejected key: bootstrap.sh --rotate-key"
     gate "the gateway is not running"
 fi
+# The gateway must see each root as this shell does: Docker Desktop's engine resolves bind sources in
+# its own VM, where a path of this shell may name another folder (or a new, empty one).
+token=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+for root in "$MODELS_ROOT" "$ADAPTERS_ROOT" "$CACHE_ROOT" "$STACK_DIR"; do
+    marker="$root/.lorafleet-probe"
+    if ! { printf '%s' "$token" >"$marker"; } 2>/dev/null; then
+        problem "$root: cannot write a marker there from this shell" "fix the folder's permissions (or run as its owner) and rerun"
+        continue
+    fi
+    seen=$(docker exec "$CONTAINER" cat "$marker" 2>/dev/null || true)
+    rm -f "$marker"
+    if [[ $seen == "$token" ]]; then
+        ok "$root: the gateway sees what this shell writes there"
+    else
+        source=$(docker inspect --format "{{range .Mounts}}{{if eq .Destination \"$root\"}}{{.Source}}{{end}}{{end}}" "$CONTAINER" 2>/dev/null || true)
+        problem "$root: a marker written here is not in the gateway at the same path (the engine bound '${source:-nothing}' there)" \
+            "keep the root on the WSL disk or on a Windows drive Docker Desktop shares (Settings > Resources > File sharing), then rerun; 'docker inspect $CONTAINER' shows what the engine bound"
+    fi
+done
+gate "the gateway does not see the storage roots"
+
 GATEWAY_RECREATED=0
 if [[ -z $old_id ]]; then
     ok "gateway started: $CONTAINER (${new_id:0:12})"

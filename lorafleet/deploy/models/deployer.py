@@ -7,6 +7,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout, render
+from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.settings import Settings
 
@@ -16,13 +17,13 @@ def marker_is(path: str, expected: str) -> bool:
     return bool(lines) and lines[0].strip() == expected
 
 
-def ensure_base(s: Settings) -> None:
+def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
     if s.base_model_source == "hub":
         wanted = f"{s.base_model}@{s.base_model_revision}"
         if not marker_is(f"{s.base_model_dir}/{layout.SOURCE_MARKER}", wanted):
             server.shell(
                 name=f"Download the base model {wanted}",
-                commands=[live(render.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir))],
+                commands=[live(render.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir, engine=engine))],
             )
     elif s.base_model_source == "upload":
         files.sync(name=f"Upload the base model from {s.base_model}", src=s.base_model, dest=s.base_model_dir, delete=False)
@@ -30,4 +31,4 @@ def ensure_base(s: Settings) -> None:
         p = render.paths(s)
         files.put(name="Upload the demo model builder", src=str(layout.DEMO_BUILDER), dest=p.demo_builder)
         if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", render.demo_inputs_hash(s)):
-            server.shell(name="Build the demo model and adapters", commands=[live(render.demo_build_command(s))])
+            server.shell(name="Build the demo model and adapters", commands=[live(render.demo_build_command(s, engine))])

@@ -4,18 +4,21 @@
 # only then renamed into place, so an interrupted download or a bad adapter never
 # looks served; the source marker records what is there.
 #
-#   hub_fetch.sh --image IMG --hub-env FILE --cache-root DIR --serve-dir DIR --serve-mount PATH \
+#   hub_fetch.sh --image IMG --hub-env FILE --bind SRC:DST[:ro] ... --cache-root DIR --serve-mount PATH \
 #                --repo REPO --revision REV --dest DIR --marker NAME \
 #                [--check NAME --max-lora-rank N [--base-model NAME]]
+#
+# Each --bind is given as the engine sees its source (on Docker Desktop, a path in its VM):
+# the destination's folder, the cache, and the serve files at --serve-mount.
 set -euo pipefail
 
-check_name="" max_rank="" base_model=""
+check_name="" max_rank="" base_model="" binds=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --image) image=$2 ;;
         --hub-env) hub_env=$2 ;;
         --cache-root) cache_root=$2 ;;
-        --serve-dir) serve_dir=$2 ;;
+        --bind) binds+=(-v "$2") ;;
         --serve-mount) serve_mount=$2 ;;
         --repo) repo=$2 ;;
         --revision) revision=$2 ;;
@@ -28,12 +31,12 @@ while [[ $# -gt 0 ]]; do
     esac
     shift 2
 done
-: "${image:?}" "${hub_env:?}" "${cache_root:?}" "${serve_dir:?}" "${serve_mount:?}" "${repo:?}" "${revision:?}" "${dest:?}" "${marker:?}"
+: "${image:?}" "${hub_env:?}" "${cache_root:?}" "${serve_mount:?}" "${repo:?}" "${revision:?}" "${dest:?}" "${marker:?}"
 
 staging="$dest.partial"
 parent=$(dirname "$dest")
 run=(docker run --rm --env-file "$hub_env" -e HF_HUB_OFFLINE=0 -e HF_HUB_DISABLE_PROGRESS_BARS=1 -e "HF_HOME=$cache_root/huggingface"
-     -v "$parent:$parent" -v "$cache_root:$cache_root" -v "$serve_dir:$serve_mount:ro"
+     "${binds[@]}"
      --entrypoint python3 "$image")
 
 mkdir -p "$parent"

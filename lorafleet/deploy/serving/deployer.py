@@ -12,11 +12,12 @@ from pyinfra.operations import files, python, server
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.facts import ServingState
+from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.settings import Settings
 
 
-def apply(s: Settings, versions: dict[str, str]) -> None:
+def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS) -> None:
     p = render.paths(s)
     container = render.container_name(s)
     state = host.get_fact(ServingState, container=container, gateway=s.gateway_container if s.network_mode == "gateway" else "")
@@ -24,7 +25,7 @@ def apply(s: Settings, versions: dict[str, str]) -> None:
     manifest = files.put(
         name="Write the adapter manifest", src=StringIO(render.render_manifest(s, versions)), dest=p.manifest
     )
-    compose = files.put(name="Render the serving compose project", src=StringIO(render.render_compose(s)), dest=p.compose_file)
+    compose = files.put(name="Render the serving compose project", src=StringIO(render.render_compose(s, engine)), dest=p.compose_file)
 
     applied = host.get_fact(FileContents, path=p.env_applied) or [""]
     decision = decide(
