@@ -12,15 +12,18 @@ import json
 import random
 import subprocess
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.parser_compare import OURS, corpus, run_in_serving_image
 from lorafleet.deploy import render
 from lorafleet.deploy.settings import Secrets, build_settings
 from lorafleet.functiongemma import END, START, parse_calls, render_call
-from tests.support.scenario import WORK
+from tests.conftest import group_data
 
-DEMO_TOKENIZER = WORK / "models" / "lorafleet-demo" / "base"
+# The demo model's real tokenizer, where a deploy or the e2e scenario built it.
+DEMO_TOKENIZER = Path(group_data("local")["models_root"]) / "lorafleet-demo" / "base"
 
 
 def call(body: str) -> str:

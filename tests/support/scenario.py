@@ -67,8 +67,10 @@ class Scenario:
     def __post_init__(self):
         self.dir = WORK / f"run-{self.run_id}-{self.kind}"
         self.project = f"lf-e2e-{self.run_id}-{self.kind}"
-        self.models_root = WORK / "models"  # cache: the demo model is rebuilt only when its inputs change
-        self.cache_root = WORK / "cache"  # cache: vLLM's compiled kernels and hub downloads
+        # Caches shared with the README's local deploy: the demo model is rebuilt only when its inputs
+        # change; vLLM's compiled kernels and hub downloads are kept.
+        self.models_root = Path(local_group_data()["models_root"])
+        self.cache_root = Path(local_group_data()["cache_root"])
         self.timings: dict[str, float] = {}
 
     # -- phases ---------------------------------------------------------------
