@@ -1,4 +1,4 @@
-"""``lorafleet``: the operator's command line (status, check, bench).
+"""``lorafleet``: the operator's command line (status, check, bench, train, eval).
 
 Every command that talks to the server finds it the same way (see
 :mod:`lorafleet.tools.endpoint`): ``--url``/``--api-key``, else ``LORAFLEET_URL`` and
@@ -13,7 +13,9 @@ import sys
 from typing import Sequence
 
 from lorafleet.tools import bench, check
+from lorafleet.tools import eval as evaluation
 from lorafleet.tools.endpoint import Endpoint, resolve_endpoint
+from lorafleet.train import cli as train_cli
 
 
 def _endpoint_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "'lorafleet bench compare A.json B.json' puts two saved runs side by side.")
     _endpoint_args(p)
     bench.add_arguments(p)
+
+    p = sub.add_parser("train", help="train a LoRA adapter vLLM can serve from OpenAI fine-tuning JSONL",
+                       description=train_cli.build_parser().description)
+    train_cli.add_arguments(p)
+
+    p = sub.add_parser("eval", help="score served models on held-out examples: function name, whole call, no call",
+                       description="Send held-out examples to served models through the "
+                       "openai client and score their calls, side by side.")
+    _endpoint_args(p)
+    evaluation.add_arguments(p)
     return parser
 
 
@@ -67,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("bench interrupted: no results written", file=sys.stderr)
             return 130
+    if args.command == "train":
+        return train_cli.run(args)
+    if args.command == "eval":
+        return evaluation.run(_endpoint(args), args)
     raise AssertionError(args.command)
 
 
