@@ -371,3 +371,22 @@ def test_lora_module_is_standalone_for_the_demo_builder():
     text = (DEMO_BUILDER.parents[2] / "train" / "lora.py").read_text()
     assert not re.search(r"^\s*(from|import) lorafleet", text, re.MULTILINE)
 
+
+
+def test_the_container_command_mounts_paths_as_they_are_and_the_package_read_only(tmp_path):
+    from lorafleet.train.container import PACKAGE_DIR, docker_command
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "base").mkdir()
+    cmd = docker_command("img:1", tmp_path / "data" / "t.jsonl", tmp_path / "base", tmp_path / "out" / "a",
+                         ["--rank", "8"], cidfile=tmp_path / "cid")
+    assert cmd[:3] == ["docker", "run", "--rm"] and ["--network", "none"] == cmd[3:5]
+    pairs = {cmd[i + 1] for i, x in enumerate(cmd) if x == "-v"}
+    assert pairs == {f"{PACKAGE_DIR}:/opt/lorafleet-src/lorafleet:ro", f"{tmp_path / 'data'}:{tmp_path / 'data'}:ro",
+                     f"{tmp_path / 'base'}:{tmp_path / 'base'}:ro", f"{tmp_path / 'out'}:{tmp_path / 'out'}"}
+    assert cmd[cmd.index("img:1"):] == ["img:1", "-m", "lorafleet.train", str(tmp_path / "data" / "t.jsonl"), "--base",
+                                        str(tmp_path / "base"), "--out", str(tmp_path / "out" / "a"), "--rank", "8"]
+    hub = docker_command("img:1", tmp_path / "data" / "t.jsonl", "google/functiongemma-270m-it", tmp_path / "a",
+                         gpus=True, network=True)
+    assert "--network" not in hub and ["--gpus", "all"] == hub[hub.index("--gpus"):hub.index("--gpus") + 2]
+    assert "HF_TOKEN" in hub and "google/functiongemma-270m-it" in hub
