@@ -145,3 +145,29 @@ def test_bad_adapter_lists_are_refused(demo, tmp_path, names):
     with pytest.raises(SystemExit) as exc:
         demo.main(["--out", str(tmp_path), "--adapters", names])
     assert exc.value.code == 2
+
+
+def test_a_second_build_into_the_same_folder_waits_for_the_first_and_reuses_it(demo, tmp_path):
+    # Every container's builder has the same pid: without a lock, two builds share one .build-1 folder.
+    import fcntl
+    import threading
+
+    out = tmp_path / "demo"
+    norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
+    out.mkdir()
+    result = {}
+    with open(out / ".build.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a build in progress
+        waiting = threading.Thread(target=lambda: result.setdefault(
+            "code", demo.main(["--out", str(out), "--adapters", "weather", "--base-name", "a/b"])))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive(), "the second build must wait for the lock"
+        # the first build finishes: its result is complete
+        (out / "base").mkdir()
+        (out / "base" / "config.json").write_text("{}")
+        (out / "adapters" / "weather").mkdir(parents=True)
+        (out / "adapters" / "weather" / "adapter_config.json").write_text("{}")
+        (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm)}))
+    waiting.join(10)
+    assert result == {"code": 0}

@@ -523,36 +523,48 @@ def main(argv=None) -> int:
     script = Path(__file__).resolve()
     norm = {"adapters": names, "base_name": a.base_name, "seed": a.seed, "format": FORMAT_VERSION}
     ihash = inputs_hash(script, norm)
-    manifest_path = out / "demo.json"
-    if not a.force and manifest_path.is_file():
-        try:
-            old = json.loads(manifest_path.read_text())
-        except ValueError:
-            old = {}
-        if old.get("inputs_hash") == ihash and (out / "base" / "config.json").is_file() and all(
-                (out / "adapters" / n / "adapter_config.json").is_file() for n in names):
-            print("demo model up to date")
-            return 0
-
-    t_start = time.time()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched; never wait on a network
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-    import transformers
-
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(max(1, min(4, len(os.sched_getaffinity(0)))))
-    transformers.utils.logging.disable_progress_bar()
+    if not a.force and up_to_date(out, ihash, names):
+        print("demo model up to date")
+        return 0
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".build-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out / f".build-{os.getpid()}"
-    (tmp / "adapters").mkdir(parents=True)
+    import fcntl
+    with open(out / ".build.lock", "a") as lock:
+        # One build per DIR at a time: deploys to several targets may share the models root, and the
+        # builders of different containers all have the same pid. A second build waits for the first,
+        # then finds its result.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not a.force and up_to_date(out, ihash, names):
+            print("demo model up to date (built by another run meanwhile)")
+            return 0
+        t_start = time.time()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched; never wait on a network
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        import transformers
+
+        torch.manual_seed(a.seed)
+        torch.set_num_threads(max(1, min(4, len(os.sched_getaffinity(0)))))
+        transformers.utils.logging.disable_progress_bar()
+
+        for stale in out.glob(".build-*"):  # left by a build that crashed: no other build holds the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = out / f".build-{os.getpid()}"
+        (tmp / "adapters").mkdir(parents=True)
+        try:
+            return build(a, names, out, tmp, ihash, t_start)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def up_to_date(out: Path, ihash: str, names: list[str]) -> bool:
+    """DIR holds a complete build from the same inputs (demo.json is written last)."""
     try:
-        return build(a, names, out, tmp, ihash, t_start)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        old = json.loads((out / "demo.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and old.get("inputs_hash") == ihash and (out / "base" / "config.json").is_file() and all(
+        (out / "adapters" / n / "adapter_config.json").is_file() for n in names)
 
 
 def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
