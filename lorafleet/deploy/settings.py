@@ -16,27 +16,11 @@ from typing import Any, Mapping
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.adapters import check as adapter_check
-from lorafleet.deploy.adapters.folder import folder_problems
-
-# vLLM 0.32 accepts only these values for --max-lora-rank.
-ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-PROFILES = ("cuda", "cpu")
-NETWORK_MODES = ("gateway", "publish")
-BASE_MODEL_SOURCES = ("hub", "upload", "demo")
-# Adapter names become URL path parts, folder names and the OpenAI `model` field.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
-SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-# Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
-SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
-REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
-COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-PARSER_NAME = re.compile(r"[a-z0-9_]{1,64}")
-CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
-HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+from lorafleet.deploy.adapters.declared import Adapter, folder_problems_of, parse_adapters
+from lorafleet.deploy.rules import (
+    ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, HOSTNAME, HUB_REPO, IMAGE_REF, NETWORK_MODES,
+    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG, VERSION,
+)
 
 
 class SettingsError(ValueError):
@@ -48,16 +32,6 @@ class SettingsError(ValueError):
             "lorafleet: invalid settings (nothing was changed on the host):\n"
             + "\n".join(f"  - {p}" for p in problems)
         )
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """One declared LoRA adapter: its served name and where it comes from."""
-
-    name: str
-    kind: str  # "path" (folder on the laptop), "hub" (repo at revision) or "demo"
-    source: str = ""  # laptop folder or hub repo id; empty for demo adapters
-    revision: str = "main"
 
 
 @dataclass(frozen=True)
@@ -141,12 +115,6 @@ class Secrets:
     def __repr__(self) -> str:  # a Settings repr in a traceback must not leak them
         return "Secrets(<hidden>)"
 
-
-# Storage roots the deploy writes into: never these (nor anything below the second set).
-SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
-                  "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
-SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
-                       "/var/lib/docker")
 
 # Keys of host data that belong to pyinfra's connectors (ssh_port, fake_responses, _sudo, ...), not to lorafleet.
 CONNECTOR_KEY_PREFIXES = ("ssh_", "fake_", "docker_", "winrm_", "chroot_", "local_", "_")
@@ -276,7 +244,7 @@ def build_settings(
     if not SERVED_NAME.fullmatch(str(served)):
         problems.append(f"served_model_name={served!r} must be letters, digits, '.', '_', '-' or '/'")
 
-    adapters = _adapters(need("adapters"), served, source, problems, check_sources)
+    adapters = parse_adapters(need("adapters"), served, source, problems, check_sources)
 
     max_cpu_loras = d.get("max_cpu_loras")
     if max_cpu_loras is None:
@@ -364,7 +332,8 @@ def build_settings(
     if settings.network_mode == "gateway" and not settings.gateway_container:
         problems.append("gateway_container is empty but network_mode='gateway': name the gateway's container")
     if check_sources:
-        problems.extend(_check_adapter_folders(settings))
+        problems.extend(folder_problems_of(settings.adapters, settings.max_lora_rank,
+                                           settings.adapter_base_name if settings.check_adapter_base else None))
     problems.extend(_door_problems(settings))
     if not plan_only:
         problems.extend(later)
@@ -452,70 +421,3 @@ def _image(d: Mapping[str, Any], key: str, problems: list[str]) -> str:
     if not IMAGE_REF.fullmatch(value) or value.endswith(":latest"):
         problems.append(f"{key}={value!r} must name a pinned tag (e.g. vllm/vllm-openai:v0.32.0), never latest")
     return value
-
-
-def _adapters(raw: Any, served: str, source: str | None, problems: list[str], check_sources: bool) -> list[Adapter]:
-    if not isinstance(raw, (list, tuple)):
-        problems.append(f"adapters={raw!r} must be a list of {{'name': ..., 'path'|'hub'|'demo': ...}} entries")
-        return []
-    adapters: list[Adapter] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(raw):
-        where = f"adapters[{index}]"
-        if not isinstance(entry, Mapping) or "name" not in entry:
-            problems.append(f"{where}={entry!r} must be a mapping with a 'name'")
-            continue
-        name = str(entry["name"])
-        where = f"adapters[{index}] (name={name!r})"
-        if not SAFE_NAME.fullmatch(name) or len(name) > 64 or name.endswith(".partial"):
-            problems.append(
-                f"{where}: the name is not a safe identifier: use letters, digits, '.', '_' or '-' "
-                "(at most 64, starting with a letter or digit, not ending in .partial)"
-            )
-        if name == served:
-            problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
-        if name.lower() in seen:
-            problems.append(
-                f"{where}: two adapters are named {name!r} (names are compared ignoring case: they would share "
-                "a folder on a Windows drive); names must be unique"
-            )
-        seen.add(name.lower())
-        kinds = [k for k in ("path", "hub", "demo") if entry.get(k)]
-        if len(kinds) != 1:
-            problems.append(f"{where}: give exactly one source: 'path' (laptop folder), 'hub' (repo id) or 'demo': True")
-            continue
-        kind = kinds[0]
-        if kind == "demo":
-            if source != "demo":
-                problems.append(f"{where}: demo adapters need base_model_source='demo'")
-            adapters.append(Adapter(name=name, kind="demo"))
-        elif kind == "hub":
-            repo = str(entry["hub"])
-            if not HUB_REPO.fullmatch(repo):
-                problems.append(f"{where}: hub={repo!r} is not a repo id like 'you/sql-lora'")
-            revision = str(entry.get("revision") or "main")
-            if not REVISION.fullmatch(revision):
-                problems.append(f"{where}: revision={revision!r} is not a branch, tag or commit sha")
-            adapters.append(Adapter(name=name, kind="hub", source=repo, revision=revision))
-        else:
-            folder = str(Path(str(entry["path"])).expanduser())
-            if check_sources and not Path(folder).is_dir():
-                problems.append(f"{where}: path={entry['path']!r} does not exist on this laptop: fix the path or remove the entry")
-                continue
-            adapters.append(Adapter(name=name, kind="path", source=folder))
-    return adapters
-
-
-def _check_adapter_folders(settings: Settings) -> list[str]:
-    """Validate every laptop-side adapter folder before anything is uploaded."""
-    problems = []
-    for adapter in settings.adapters:
-        if adapter.kind != "path":
-            continue
-        for issue in adapter_check.check_adapter_dir(
-            adapter.source,
-            max_lora_rank=settings.max_lora_rank,
-            base_model=settings.adapter_base_name if settings.check_adapter_base else None,
-        ) + folder_problems(adapter.source):
-            problems.append(f"adapters (name={adapter.name!r}) at {adapter.source}: {issue}")
-    return problems

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 
 from pyinfra import host, logger
 from pyinfra.api import QuoteString
+from pyinfra.operations import server
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.facts import DeployLockHolder
 from lorafleet.deploy.settings import Settings
-from pyinfra.operations import server
 
 LOCK_SCRIPT = layout.PACKAGE_DIR / "lock" / "lock.sh"
 

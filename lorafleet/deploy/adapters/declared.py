@@ -1,0 +1,86 @@
+"""Adapter entries as declared in group_data: parsed, checked, and their laptop folders validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from lorafleet.deploy.adapters.check import check_adapter_dir
+from lorafleet.deploy.adapters.folder import folder_problems
+from lorafleet.deploy.rules import HUB_REPO, REVISION, SAFE_NAME
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One declared LoRA adapter: its served name and where it comes from."""
+
+    name: str
+    kind: str  # "path" (folder on the laptop), "hub" (repo at revision) or "demo"
+    source: str = ""  # laptop folder or hub repo id; empty for demo adapters
+    revision: str = "main"
+
+
+def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str], check_sources: bool) -> list[Adapter]:
+    """The `adapters` setting as Adapter records; each bad entry adds a problem naming it and the fix."""
+    if not isinstance(raw, (list, tuple)):
+        problems.append(f"adapters={raw!r} must be a list of {{'name': ..., 'path'|'hub'|'demo': ...}} entries")
+        return []
+    adapters: list[Adapter] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"adapters[{index}]"
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            problems.append(f"{where}={entry!r} must be a mapping with a 'name'")
+            continue
+        name = str(entry["name"])
+        where = f"adapters[{index}] (name={name!r})"
+        if not SAFE_NAME.fullmatch(name) or len(name) > 64 or name.endswith(".partial"):
+            problems.append(
+                f"{where}: the name is not a safe identifier: use letters, digits, '.', '_' or '-' "
+                "(at most 64, starting with a letter or digit, not ending in .partial)"
+            )
+        if name == served:
+            problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
+        if name.lower() in seen:
+            problems.append(
+                f"{where}: two adapters are named {name!r} (names are compared ignoring case: they would share "
+                "a folder on a Windows drive); names must be unique"
+            )
+        seen.add(name.lower())
+        kinds = [k for k in ("path", "hub", "demo") if entry.get(k)]
+        if len(kinds) != 1:
+            problems.append(f"{where}: give exactly one source: 'path' (laptop folder), 'hub' (repo id) or 'demo': True")
+            continue
+        kind = kinds[0]
+        if kind == "demo":
+            if source != "demo":
+                problems.append(f"{where}: demo adapters need base_model_source='demo'")
+            adapters.append(Adapter(name=name, kind="demo"))
+        elif kind == "hub":
+            repo = str(entry["hub"])
+            if not HUB_REPO.fullmatch(repo):
+                problems.append(f"{where}: hub={repo!r} is not a repo id like 'you/sql-lora'")
+            revision = str(entry.get("revision") or "main")
+            if not REVISION.fullmatch(revision):
+                problems.append(f"{where}: revision={revision!r} is not a branch, tag or commit sha")
+            adapters.append(Adapter(name=name, kind="hub", source=repo, revision=revision))
+        else:
+            folder = str(Path(str(entry["path"])).expanduser())
+            if check_sources and not Path(folder).is_dir():
+                problems.append(f"{where}: path={entry['path']!r} does not exist on this laptop: fix the path or remove the entry")
+                continue
+            adapters.append(Adapter(name=name, kind="path", source=folder))
+    return adapters
+
+
+def folder_problems_of(adapters: Sequence[Adapter], max_lora_rank: int, base_model: str | None) -> list[str]:
+    """Validate every laptop-side adapter folder before anything is uploaded."""
+    problems = []
+    for adapter in adapters:
+        if adapter.kind != "path":
+            continue
+        for issue in check_adapter_dir(adapter.source, max_lora_rank=max_lora_rank, base_model=base_model) \
+                + folder_problems(adapter.source):
+            problems.append(f"adapters (name={adapter.name!r}) at {adapter.source}: {issue}")
+    return problems

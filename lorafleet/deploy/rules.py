@@ -1,0 +1,31 @@
+"""Rules: the patterns and lists a setting's value must meet (used by the settings and the adapter entries)."""
+
+from __future__ import annotations
+
+import re
+
+# vLLM 0.32 accepts only these values for --max-lora-rank.
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+PROFILES = ("cuda", "cpu")
+NETWORK_MODES = ("gateway", "publish")
+BASE_MODEL_SOURCES = ("hub", "upload", "demo")
+# Adapter names become URL path parts, folder names and the OpenAI `model` field.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+# Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
+SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
+COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+PARSER_NAME = re.compile(r"[a-z0-9_]{1,64}")
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Storage roots the deploy writes into: never these (nor anything below the second set).
+SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
+                  "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
+SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+                       "/var/lib/docker")
