@@ -41,7 +41,7 @@ ASKS = [
     "Start the {label} timer.",
     "Can you time the {label} for me?",
     "timer for {label}",
-    "I am making {label}, set a timer",
+    "time my {label}",
 ]
 SMALL_TALK = ["Thanks!", "hello", "What can you do?", "Tell me a joke.", "Good morning", "Who are you?",
               "How are you today?", "never mind", "What is a timer?", "ok"]
