@@ -169,10 +169,12 @@ class EngineRoundTrip(FactBase):
         q = shlex.quote
         parts = []
         for i, (folder, source) in enumerate(checks):
-            marker = q(f"{folder}/{layout.PROBE_MARKER}")
+            # Named by the token: two deploys at once (the lock comes later) never read each other's marker.
+            name = f"{layout.PROBE_MARKER}-{token}"
+            marker = q(f"{folder}/{name}")
             # --mount, not -v: a source the engine does not have is an error, never a new empty folder.
             read = (f"docker run --rm --network none --mount {q('type=bind,readonly,src=' + source + ',dst=/probe')} "
-                    f"--entrypoint cat {q(image)} /probe/{layout.PROBE_MARKER} 2>&1")
+                    f"--entrypoint cat {q(image)} {q('/probe/' + name)} 2>&1")
             parts.append(
                 f"if {{ printf %s {q(token)} > {marker}; }} 2>/dev/null; then out=$({read}); rc=$?; rm -f {marker}; "
                 f"if [ $rc -eq 0 ] && [ \"$out\" = {q(token)} ]; then echo {i}=ok; "

@@ -43,8 +43,8 @@ HOST_SCRIPTS = {"start.sh": START_SCRIPT, "hub_fetch.sh": PACKAGE_DIR / "models"
 SOURCE_MARKER = ".lorafleet-source"  # in a model or adapter folder: where it came from; only such folders are ever pruned
 INPUTS_MARKER = ".lorafleet-inputs"  # in the demo build: the hash of the inputs it was built from
 VERSIONS_DIR = ".versions"  # in adapters_root: one symlink per adapter version
-STAGING_SUFFIX = ".partial"
-PROBE_MARKER = ".lorafleet-probe"  # written and removed by preflight's round trip through the engine  # a download or copy in progress; renamed into place when complete
+STAGING_SUFFIX = ".partial"  # a download or copy in progress; renamed into place when complete
+PROBE_MARKER = ".lorafleet-probe"  # + "-TOKEN": written and removed by the round trip through the engine
 
 # -- In the vLLM container ---------------------------------------------------------
 CONTAINER_SERVE_DIR = "/lorafleet"

@@ -26,3 +26,13 @@ def test_a_restarted_gateway_makes_vllm_stale():
 
 def test_a_missing_container_is_absent():
     assert ServingState().process(["state=", "gateway="]) == ServingState.default()
+
+
+def test_round_trip_markers_are_named_by_the_deploys_token():
+    from lorafleet.deploy.facts import EngineRoundTrip
+
+    first = EngineRoundTrip().command((("/mnt/d/models", "/vm/models"),), "gateway:1", "aaaa")
+    second = EngineRoundTrip().command((("/mnt/d/models", "/vm/models"),), "gateway:1", "bbbb")
+    assert "/mnt/d/models/.lorafleet-probe-aaaa" in first and "/probe/.lorafleet-probe-aaaa" in first
+    assert "aaaa" not in second, "two deploys at once never share a marker"
+    assert EngineRoundTrip().process(["1=missing", "0=ok"]) == ["ok", "missing"]

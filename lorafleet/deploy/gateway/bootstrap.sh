@@ -544,7 +544,7 @@ fi
 # its own VM, where a path of this shell may name another folder (or a new, empty one).
 token=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 for root in "$MODELS_ROOT" "$ADAPTERS_ROOT" "$CACHE_ROOT" "$STACK_DIR"; do
-    marker="$root/.lorafleet-probe"
+    marker="$root/.lorafleet-probe-$token"
     if ! { printf '%s' "$token" >"$marker"; } 2>/dev/null; then
         problem "$root: cannot write a marker there from this shell" "fix the folder's permissions (or run as its owner) and rerun"
         continue
