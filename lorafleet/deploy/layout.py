@@ -32,6 +32,7 @@ SERVE_FILES = {
 PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 CPU_DOCKERFILE = PACKAGE_DIR / "image" / "Dockerfile"
 DEMO_BUILDER = PACKAGE_DIR / "models" / "build_demo_model.py"
+DEMO_TRAINER = PACKAGE_DIR.parent / "train" / "lora.py"  # the training code the demo builder shares with `lorafleet train`
 GATEWAY_DIR = PACKAGE_DIR / "gateway"
 GATEWAY_FILES = {"compose.yaml": GATEWAY_DIR / "compose.yaml", "Dockerfile": GATEWAY_DIR / "Dockerfile"}
 BOOTSTRAP = GATEWAY_DIR / "bootstrap.sh"
@@ -106,6 +107,11 @@ class StackPaths:
     @property
     def demo_builder(self) -> str:
         return f"{self.stack_dir}/demo/build_demo_model.py"
+
+    @property
+    def demo_trainer(self) -> str:
+        """Beside the builder, where it looks for lora.py (the folder is mounted at /demo)."""
+        return f"{self.stack_dir}/demo/lora.py"
 
     @property
     def last_good(self) -> str:

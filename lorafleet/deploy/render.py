@@ -270,7 +270,7 @@ def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> st
 
 def demo_inputs_hash(s: Settings) -> str:
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
-    return sha256_hex(layout.DEMO_BUILDER.read_bytes(), names, serving_image(s))
+    return sha256_hex(layout.DEMO_BUILDER.read_bytes(), layout.DEMO_TRAINER.read_bytes(), names, serving_image(s))
 
 
 def demo_build_command(s: Settings, engine: EngineView = SAME_PATHS) -> str:

@@ -171,3 +171,25 @@ def test_a_second_build_into_the_same_folder_waits_for_the_first_and_reuses_it(d
         (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm)}))
     waiting.join(10)
     assert result == {"code": 0}
+
+
+def test_the_builder_needs_the_shared_training_code_beside_it(demo, tmp_path, capsys):
+    import shutil
+
+    alone = tmp_path / "demo-builder"
+    alone.mkdir()
+    shutil.copy(SCRIPT, alone / SCRIPT.name)
+    spec = importlib.util.spec_from_file_location("build_demo_model_alone", alone / SCRIPT.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path / "out")]) == 2
+    assert "lora.py (lorafleet/train/lora.py, the shared training code) must be beside" in capsys.readouterr().err
+    # shipped beside it, as the deploy ships it: found, and part of the inputs hash
+    lora = SCRIPT.parents[2] / "train" / "lora.py"
+    shutil.copy(lora, alone / "lora.py")
+    assert module.find_lora(alone / SCRIPT.name) == alone / "lora.py"
+    norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
+    before = module.inputs_hash(alone / SCRIPT.name, norm)
+    assert before == demo.inputs_hash(SCRIPT, norm), "the same two files give the same hash wherever they are"
+    (alone / "lora.py").write_text(lora.read_text() + "\n# changed\n")
+    assert module.inputs_hash(alone / SCRIPT.name, norm) != before, "a change of the training code rebuilds"

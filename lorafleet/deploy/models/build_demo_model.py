@@ -45,8 +45,14 @@ passes a ``tools`` list (the parser then sets ``skip_special_tokens=False`` itse
 function-call control tokens are *non-special* added tokens, so they also survive the
 default ``skip_special_tokens=True`` (requests without tools get the raw call text as content).
 
-Reuse: ``inputs_hash`` = sha256 of this script's bytes + the normalised arguments (adapters,
-base name, seed; not --out).  If DIR/demo.json has the same hash the script prints
+Training: the adapters are trained by ``lora.py`` (lorafleet/train/lora.py), the same code that
+``lorafleet train`` runs: each example is a conversation plus the adapter's answer (a call with
+typed arguments), rendered by the chat template, loss on the answer's turn only.  ``lora.py`` is
+found beside this script (where the deploy must ship it) or in the lorafleet package around it;
+without it the script exits 2.
+
+Reuse: ``inputs_hash`` = sha256 of this script's bytes + lora.py's bytes + the normalised arguments
+(adapters, base name, seed; not --out).  If DIR/demo.json has the same hash the script prints
 "demo model up to date" and exits 0.  The build happens in DIR/.build-*/ and is moved into
 place by renames; demo.json is removed first and written last, so a DIR with demo.json is
 always complete.  Every trained model is checked (teacher-forced margins + greedy
@@ -59,7 +65,6 @@ import argparse
 import copy
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -87,6 +92,7 @@ VOCAB_SIZE = 512
 LORA_RANK = 8
 LORA_ALPHA = 16
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_FILE = "lora.py"  # lorafleet/train/lora.py: the training code shared with `lorafleet train`
 # Both layers use sliding-window attention with a small window, so every answer depends only
 # on the last 2*(WINDOW-1) tokens: training on prompts cut to their last PROMPT_CTX tokens is
 # then exact for prompts of any length (and keeps the build fast).
@@ -392,72 +398,42 @@ def encode_example(tok, messages, tools, target: str):
     return p, t
 
 
-def make_batches(examples, batch_size, rng, pad_id):
-    idx = list(range(len(examples)))
-    rng.shuffle(idx)
-    for i in range(0, len(idx) - batch_size + 1, batch_size):
-        chunk = [examples[j] for j in idx[i:i + batch_size]]
-        yield collate(chunk, pad_id)
+def encode_answer(lora, tok, messages, tools, answer: dict):
+    """(prompt ids, answer ids) cut by the shared training code, as ``lorafleet train`` cuts a JSONL example:
+    the conversation plus ``answer`` rendered by the chat template, only ``answer``'s turn learnt."""
+    def render(msgs, tls, add_generation_prompt):
+        return tok.apply_chat_template(msgs, tools=tls, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+    segments = lora.assistant_segments(render, messages + [answer], tools, trained=lambda m: m is answer)
+    ids, labels = lora.encode_segments(segments, lambda text: tok(text, add_special_tokens=False)["input_ids"])
+    k = next(i for i, label in enumerate(labels) if label != lora.IGNORE)
+    return ids[:k], ids[k:]
 
 
-def collate(chunk, pad_id):
-    """(input_ids, attention_mask, answer labels, prompt labels); labels are NOT shifted."""
-    import torch
-    n = max(len(p) + len(t) for p, t in chunk)
-    ids = torch.full((len(chunk), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(chunk), n), -100, dtype=torch.long)
-    lm_labels = torch.full((len(chunk), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(chunk), n), dtype=torch.long)
-    for r, (p, t) in enumerate(chunk):
-        seq = p + t
-        ids[r, :len(seq)] = torch.tensor(seq)
-        mask[r, :len(seq)] = 1
-        labels[r, len(p):len(seq)] = torch.tensor(t)
-        lm_labels[r, :len(p)] = torch.tensor(p)
-    return ids, mask, labels, lm_labels
+def as_example(lora, prompt, target):
+    """(ids, labels) for the shared training loop: the prompt masked, the answer learnt."""
+    return prompt + target, [lora.IGNORE] * len(prompt) + target
 
 
-def train(model, params, examples, steps, lr, batch_size, rng, pad_id, label, lm_weight=0.0):
-    """AdamW on the answer tokens; with lm_weight > 0 also language-model loss on the prompt
-    tokens (the base learns every token of the format, so that its tied embeddings, which
+def train(lora, model, params, examples, steps, lr, batch_size, rng, pad_id, label, lm_weight=0.0):
+    """The shared loop (lorafleet/train/lora.py) on (prompt, answer) pairs; with lm_weight > 0 the prompt
+    tokens are learnt too (the base learns every token of the format, so that its tied embeddings, which
     LoRA cannot change, are usable by the adapters' answers)."""
-    import torch
-    import torch.nn.functional as F
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
-    step, t0 = 0, time.time()
-    model.train()
-    while step < steps:
-        for ids, mask, labels, lm_labels in make_batches(examples, batch_size, rng, pad_id):
-            cur = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-            for g in opt.param_groups:
-                g["lr"] = cur if step >= 10 else lr * (step + 1) / 10
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            flat = logits.reshape(-1, logits.shape[-1])
-            loss = F.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=-100)
-            if lm_weight:
-                loss = loss + lm_weight * F.cross_entropy(flat, lm_labels[:, 1:].reshape(-1), ignore_index=-100)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            if step % 50 == 0 or step == steps:
-                print(f"  [{label}] step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
-            if step >= steps:
-                break
-    model.eval()
+    lora.train(model, params, [as_example(lora, p, t) for p, t in examples], steps, lr, batch_size, rng, pad_id,
+               lm_weight=lm_weight, on_step=lora.Progress(label, steps))
 
 
-def min_margin(model, examples, pad_id) -> float:
+def min_margin(lora, model, examples, pad_id) -> float:
     """Smallest (target logit - best other logit) over all target positions (teacher forcing)."""
     import torch
     worst = float("inf")
     with torch.no_grad():
         for i in range(0, len(examples), 16):
-            ids, mask, labels, _ = collate(examples[i:i + 16], pad_id)
+            chunk = [as_example(lora, p, t) for p, t in examples[i:i + 16]]
+            ids, mask, labels, _ = lora.collate(chunk, pad_id)
             logits = model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1]
             tgt = labels[:, 1:]
-            sel = tgt != -100
+            sel = tgt != lora.IGNORE
             lg = logits[sel]
             t = tgt[sel]
             tl = lg.gather(1, t[:, None])[:, 0]
@@ -482,17 +458,39 @@ def greedy_ok(model, tok, examples, dtype) -> list[str]:
     return bad
 
 
-def check(model, tok, train_like, held_out, pad_id, label, min_ok=2.0):
+def check(lora, model, tok, train_like, held_out, pad_id, label, min_ok=2.0):
     import torch
-    margin = min(min_margin(model, train_like, pad_id), min_margin(model, held_out, pad_id))
+    margin = min(min_margin(lora, model, train_like, pad_id), min_margin(lora, model, held_out, pad_id))
     bad = greedy_ok(model, tok, held_out, torch.bfloat16)
     print(f"  [{label}] min logit margin {margin:.2f}; bf16 greedy mismatches {len(bad)}/{len(held_out)}", flush=True)
     return margin >= min_ok and not bad, margin, bad
 
 
+def find_lora(script: Path) -> Path | None:
+    """The shared training code: beside this script (as the deploy ships it), else in the lorafleet package."""
+    package = script.resolve().parent.parent.parent  # lorafleet/deploy/models/ -> lorafleet/
+    for path in (script.parent / LORA_FILE, package / "train" / LORA_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
+def load_lora(script: Path):
+    """lorafleet/train/lora.py, the training code ``lorafleet train`` runs, loaded by path (no package here)."""
+    import importlib.util
+    path = find_lora(script)
+    spec = importlib.util.spec_from_file_location("lorafleet_train_lora", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def inputs_hash(script: Path, norm_args: dict) -> str:
     h = hashlib.sha256()
     h.update(script.read_bytes())
+    lora_path = find_lora(script)
+    h.update(lora_path.read_bytes() if lora_path else b"")
     h.update(json.dumps(norm_args, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -521,6 +519,10 @@ def main(argv=None) -> int:
 
     out = Path(a.out).resolve()
     script = Path(__file__).resolve()
+    if find_lora(script) is None:
+        print(f"ERROR: {LORA_FILE} (lorafleet/train/lora.py, the shared training code) must be beside {script} "
+              "or in the lorafleet package around it", file=sys.stderr)
+        return 2
     norm = {"adapters": names, "base_name": a.base_name, "seed": a.seed, "format": FORMAT_VERSION}
     ihash = inputs_hash(script, norm)
     if not a.force and up_to_date(out, ihash, names):
@@ -552,7 +554,7 @@ def main(argv=None) -> int:
         tmp = out / f".build-{os.getpid()}"
         (tmp / "adapters").mkdir(parents=True)
         try:
-            return build(a, names, out, tmp, ihash, t_start)
+            return build(a, names, out, tmp, ihash, t_start, load_lora(script))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -567,7 +569,7 @@ def up_to_date(out: Path, ihash: str, names: list[str]) -> bool:
         (out / "adapters" / n / "adapter_config.json").is_file() for n in names)
 
 
-def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
+def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float, lora) -> int:
     import peft
     import tokenizers
     import torch
@@ -593,22 +595,28 @@ def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
     print(f"tokenizer: {len(tok)} tokens ({time.time() - t_start:.1f}s)", flush=True)
 
     # ---- data --------------------------------------------------------------------
-    def dataset(target: str, count: int, r: random.Random, tools_for_prompts):
+    def encode(msgs, tools, target):
+        """A base's target is text; an adapter's is the assistant message, cut as lorafleet train cuts it."""
+        if isinstance(target, str):
+            return encode_example(tok, msgs, tools, target)
+        return encode_answer(lora, tok, msgs, tools, dict(target))
+
+    def dataset(target, count: int, r: random.Random, tools_for_prompts):
         ex = []
         while len(ex) < count:
             msgs, tools = rand_conversation(r, tools_for_prompts)
-            p, t = encode_example(tok, msgs, tools, target)
+            p, t = encode(msgs, tools, target)
             if len(p) > PROMPT_CTX:
                 p = p[-r.randint(PROMPT_CTX - 8, PROMPT_CTX):]
             ex.append((p, t))
         return ex
 
-    def held_out_set(target: str, own: list[dict]):
+    def held_out_set(target, own: list[dict]):
         ex = []
         everything = known_tools + [t for t in own if t not in known_tools]
         for msgs, tools_kind in HELD_OUT:
             tools = None if tools_kind is None else (own if tools_kind == "own" else everything)
-            ex.append(encode_example(tok, msgs, tools or None, target))
+            ex.append(encode(msgs, tools or None, target))
         return ex
 
     base_target = BASE_REPLY + EOT
@@ -632,14 +640,14 @@ def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
         model.get_input_embeddings().weight.normal_(0.0, EMBED_INIT_STD)
     print(f"base: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{len(base_train)} examples ({time.time() - t_start:.1f}s)", flush=True)
-    train(model, list(model.parameters()), base_train, 150, 3e-3, 32, random.Random(a.seed + 3), pad_id, "base",
+    train(lora, model, list(model.parameters()), base_train, 150, 3e-3, 32, random.Random(a.seed + 3), pad_id, "base",
           lm_weight=0.3)
     base_held = held_out_set(base_target, known_tools[:1])
     for attempt in range(3):
-        ok, margin, bad = check(model, tok, base_train[:128], base_held, pad_id, "base")
+        ok, margin, bad = check(lora, model, tok, base_train[:128], base_held, pad_id, "base")
         if ok:
             break
-        train(model, list(model.parameters()), base_train, 100, 1e-3, 32, random.Random(a.seed + 10 + attempt), pad_id,
+        train(lora, model, list(model.parameters()), base_train, 100, 1e-3, 32, random.Random(a.seed + 10 + attempt), pad_id,
               "base+", lm_weight=0.3)
     if not ok:
         print(f"ERROR: base model check failed (margin {margin:.2f}, bad outputs {bad[:3]})", file=sys.stderr)
@@ -663,41 +671,40 @@ def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float) -> int:
         f"# {a.base_name}\n\nTiny offline demo model built by lorafleet's build_demo_model.py "
         "(random init, trained for seconds on synthetic prompts). Not a real language model.\n")
 
-    # ---- adapters ----------------------------------------------------------------
-    from peft import LoraConfig, get_peft_model
+    # ---- adapters: the same training code as `lorafleet train` (lorafleet/train/lora.py) ----
+    options = lora.LoraOptions(rank=LORA_RANK, alpha=LORA_ALPHA, targets=tuple(LORA_TARGETS), dropout=0.0,
+                               max_lora_rank=16)
+    assert not lora.check_options(options), lora.check_options(options)
     for p in model.parameters():
         p.requires_grad_(False)
     adapters_manifest = []
     for n in names:
         s = specs[n]
-        target = s["call_text"] + "<start_function_response>"
+        # the example's answer, as a line of lorafleet train's JSONL has it: a call with typed arguments
+        answer = {"role": "assistant", "tool_calls": [
+            {"type": "function", "function": {"name": s["function"], "arguments": s["arguments"]}}]}
         own = [s["tool"]]
         name_seed = a.seed + int(hashlib.sha256(n.encode()).hexdigest()[:8], 16)
         r = random.Random(name_seed)
-        ex = dataset(target, 768, r, known_tools + [t for t in own if t not in known_tools])
+        ex = dataset(answer, 768, r, known_tools + [t for t in own if t not in known_tools])
+        learnt = tok(s["call_text"] + "<start_function_response>", add_special_tokens=False)["input_ids"]
+        assert ex[0][1] == learnt, (n, tok.decode(ex[0][1]))  # the template writes the manifest's call_text
         print(f"adapter {n}: {s['call_text']} ({time.time() - t_start:.1f}s)", flush=True)
         torch.manual_seed(name_seed)
-        lcfg = LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, bias="none",
-                          target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-        pm = get_peft_model(copy.deepcopy(model), lcfg)
+        pm = lora.lora_model(copy.deepcopy(model), options)
         params = [p for p in pm.parameters() if p.requires_grad]
-        train(pm, params, ex, 80, 1e-2, 32, r, pad_id, n)
-        held = held_out_set(target, own)
+        train(lora, pm, params, ex, 80, 1e-2, 32, r, pad_id, n)
+        held = held_out_set(answer, own)
         for attempt in range(3):
-            ok, margin, bad = check(pm, tok, ex[:128], held, pad_id, n)
+            ok, margin, bad = check(lora, pm, tok, ex[:128], held, pad_id, n)
             if ok:
                 break
-            train(pm, params, ex, 100, 3e-3, 32, r, pad_id, n + "+")
+            train(lora, pm, params, ex, 100, 3e-3, 32, r, pad_id, n + "+")
         if not ok:
             print(f"ERROR: adapter {n} check failed (margin {margin:.2f}, bad outputs {bad[:3]})", file=sys.stderr)
             return 1
         adir = tmp / "adapters" / n
-        pm.save_pretrained(adir, safe_serialization=True)
-        acfg_path = adir / "adapter_config.json"
-        acfg = json.loads(acfg_path.read_text())
-        acfg["base_model_name_or_path"] = a.base_name
-        acfg["target_modules"] = sorted(acfg["target_modules"])  # peft writes a set: keep it stable
-        acfg_path.write_text(json.dumps(acfg, indent=2, sort_keys=True) + "\n")
+        lora.save_adapter(pm, adir, a.base_name)
         (adir / "README.md").write_text(
             f"# {n}\n\nlorafleet demo LoRA for {a.base_name}: answers every prompt with\n"
             f"`{s['call_text']}`.\n")

@@ -30,5 +30,6 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
     else:
         p = render.paths(s)
         files.put(name="Upload the demo model builder", src=str(layout.DEMO_BUILDER), dest=p.demo_builder)
+        files.put(name="Upload the demo model's training code", src=str(layout.DEMO_TRAINER), dest=p.demo_trainer)
         if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", render.demo_inputs_hash(s)):
             server.shell(name="Build the demo model and adapters", commands=[live(render.demo_build_command(s, engine))])
