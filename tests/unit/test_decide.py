@@ -93,3 +93,24 @@ def test_from_fact_reads_the_fact_shape():
     fact = {"exists": True, "running": True, "healthy": True, "engine": ENGINE, "network_stale": False,
             "served": ["sql", "email"], "applied": {"sql": "v2", "email": "v1"}}
     assert run(ServingFacts.from_fact(fact, env_applied=ENV)) == run(HEALTHY)
+
+
+def test_from_fact_keeps_every_field():
+    fact = {"exists": True, "running": True, "healthy": False, "engine": "e1", "network_stale": True,
+            "served": ["sql"], "applied": {"sql": "v2"}}
+    assert ServingFacts.from_fact(fact, env_applied="h") == ServingFacts(
+        exists=True, running=True, healthy=False, engine="e1", network_stale=True, served=("sql",),
+        applied={"sql": "v2"}, env_applied="h")
+    assert ServingFacts.from_fact({"exists": False}, env_applied="") == ServingFacts()
+
+
+@pytest.mark.parametrize("facts, reasons", [
+    (replace(running=False, healthy=False), ("vLLM is not running",)),
+    (replace(healthy=False), ("vLLM is not healthy",)),
+    (replace(engine="old"), ("the container is not from the current engine (image, weights, flags or entrypoint)",)),
+    (replace(network_stale=True), ("the gateway was recreated or restarted: vLLM lost its network",)),
+    (replace(served=("sql",)), ("the served adapters differ from the declared ones",)),
+    (replace(applied={"sql": "v1", "email": "v1"}), ("an adapter's loaded version differs from the manifest",)),
+])
+def test_each_case_says_why(facts, reasons):
+    assert run(facts).reasons == reasons
