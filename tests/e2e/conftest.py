@@ -50,6 +50,14 @@ def ssh_stack(report):
         yield scenario
 
 
+@pytest.fixture(scope="module")
+def adapters_restored(ssh_stack):
+    """The SSH stack for a module that changes its declared adapters; the declared set comes back after it."""
+    ssh_stack.declared = [dict(a) for a in ssh_stack.data["adapters"]]
+    yield ssh_stack
+    ssh_stack.write_inventory(adapters=ssh_stack.declared)
+
+
 class Endpoint:
     def __init__(self, scenario: Scenario):
         self.url = scenario.endpoint.removesuffix("/v1")

@@ -15,10 +15,8 @@ from tests.support.scenario import API_KEY, sh
 
 
 @pytest.fixture(scope="module")
-def stack(ssh_stack):
-    ssh_stack.declared = [dict(a) for a in ssh_stack.data["adapters"]]
-    yield ssh_stack
-    ssh_stack.write_inventory(adapters=ssh_stack.declared)
+def stack(adapters_restored):
+    return adapters_restored
 
 
 @pytest.fixture(scope="module")

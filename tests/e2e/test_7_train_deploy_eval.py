@@ -23,10 +23,8 @@ TRAIN_ARGS = ["--rank", "16", "--alpha", "32", "--lr", "1e-2", "--max-steps", "1
 
 
 @pytest.fixture(scope="module")
-def stack(ssh_stack):
-    ssh_stack.declared = [dict(a) for a in ssh_stack.data["adapters"]]
-    yield ssh_stack
-    ssh_stack.write_inventory(adapters=ssh_stack.declared)
+def stack(adapters_restored):
+    return adapters_restored
 
 
 @pytest.fixture(scope="module")
