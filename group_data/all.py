@@ -57,6 +57,16 @@ health_timeout_seconds = 900  # how long a (re)start may take to answer /health:
 deploy_lock_wait_seconds = 600  # how long a deploy waits for another one on the same box before it stops
 break_deploy_lock = False  # True (once, e.g. `--data break_deploy_lock=True`): remove a crashed deploy's lock
 
+# --- Fleet: several boxes behind one router (docs/fleet.md) ---------------------
+# The router runs on the inventory's `router` host; the boxes are every host with serve_models = True.
+serve_models = True  # this host runs vLLM; False: a router-only host (it serves no model itself)
+router_port = 4000  # the router's port: the fleet's one endpoint
+router_network_mode = "gateway"  # gateway: the router lives in its own Tailscale gateway (router_gateway_container); publish: on publish_address
+router_gateway_container = "lorafleet-router-gateway"  # the router's gateway container, made once (docs/fleet.md)
+router_endpoint_url = None  # the fleet's endpoint as the laptop reaches it; None: http://<router gateway's tailnet name>:router_port/v1
+router_home_weight = 9  # each adapter has a home box that gets this many requests to 1 on each other box (warm prefix cache and LoRA slots)
+router_health_check_seconds = 10  # how often the router checks each (box, adapter); a failed request takes a box out at once anyway
+
 # --- Secrets (never here: from the environment or .secrets.env) -----------------
 # HF_TOKEN, LORAFLEET_API_KEY. With no API key, one is generated on the first deploy
 # and kept in .state/api-key on this laptop.

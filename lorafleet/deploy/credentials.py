@@ -16,6 +16,7 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
+from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Secrets, SettingsError
 
 API_KEY_VARS = ("LORAFLEET_API_KEY", "VLLM_API_KEY")
@@ -46,6 +47,30 @@ def api_key_file(project_root: Path, env: Mapping[str, str] = os.environ) -> Pat
     return state_dir(project_root, env) / "api-key"
 
 
+def box_key_file(project_root: Path, box: str, env: Mapping[str, str] = os.environ) -> Path:
+    """Where the key of one box behind the fleet's router is kept (0600): only the router and lorafleet's tools use it."""
+    return state_dir(project_root, env) / "box-keys" / slug(box)
+
+
+def box_key(project_root: Path, box: str, env: Mapping[str, str] = os.environ, create: bool = True) -> str:
+    """The API key of one fleet box: generated once, kept on the laptop; "" if absent and not created."""
+    path = box_key_file(project_root, box, env)
+    if not path.is_file() and create:
+        _write_new_key(path, "sk-box-" + token_source.token_urlsafe(32))
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def _write_new_key(path: Path, key: str) -> None:
+    """Create `path` (0600) holding `key`, unless another deploy of the same run made it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+
+
 def check_secret(name: str, value: str) -> None:
     """A secret lands in an env file: one line of printable characters, or it could inject variables."""
     if value and (not value.isprintable() or value != value.strip()):
@@ -71,9 +96,7 @@ def resolve_secrets(
         if key_file.is_file():
             api_key = key_file.read_text(encoding="utf-8").strip()
         elif create:
-            api_key = token_source.token_urlsafe(32)
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(api_key + "\n")
+            # "sk-": the fleet's router (LiteLLM) takes only keys of that form.
+            _write_new_key(key_file, "sk-" + token_source.token_urlsafe(32))
+            api_key = key_file.read_text(encoding="utf-8").strip()
     return Secrets(hf_token=merged.get("HF_TOKEN", ""), api_key=api_key)

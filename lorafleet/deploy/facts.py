@@ -68,6 +68,16 @@ class ImageId(FactBase):
         return output[0].strip() if output and output[0].strip() else None
 
 
+class ContainerRunning(FactBase):
+    """Whether a container exists and runs."""
+
+    def command(self, container: str) -> str:
+        return f"docker inspect --format '{{{{.State.Running}}}}' {shlex.quote(container)} 2>/dev/null || true"
+
+    def process(self, output):
+        return bool(output) and output[0].strip() == "true"
+
+
 class GpuInContainer(FactBase):
     """`nvidia-smi -L` inside a throwaway container of the image with the GPU reservation."""
 

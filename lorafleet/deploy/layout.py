@@ -33,6 +33,10 @@ PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 CPU_DOCKERFILE = PACKAGE_DIR / "image" / "Dockerfile"
 DEMO_BUILDER = PACKAGE_DIR / "models" / "build_demo_model.py"
 DEMO_TRAINER = PACKAGE_DIR.parent / "train" / "lora.py"  # the training code the demo builder shares with `lorafleet train`
+ROUTER_DIR = PACKAGE_DIR / "router"
+ROUTER_BUILD_FILES = {"Dockerfile": ROUTER_DIR / "Dockerfile", "requirements.txt": ROUTER_DIR / "requirements.txt"}
+ROUTER_CTL = ROUTER_DIR / "ctl.py"  # runs inside the router container: waits for a reload, lists what it serves
+ROUTER_GATEWAY_COMPOSE = ROUTER_DIR / "gateway.compose.yaml"
 GATEWAY_DIR = PACKAGE_DIR / "gateway"
 GATEWAY_FILES = {"compose.yaml": GATEWAY_DIR / "compose.yaml", "Dockerfile": GATEWAY_DIR / "Dockerfile"}
 BOOTSTRAP = GATEWAY_DIR / "bootstrap.sh"
@@ -46,6 +50,9 @@ INPUTS_MARKER = ".lorafleet-inputs"  # in the demo build: the hash of the inputs
 VERSIONS_DIR = ".versions"  # in adapters_root: one symlink per adapter version
 STAGING_SUFFIX = ".partial"  # a download or copy in progress; renamed into place when complete
 PROBE_MARKER = ".lorafleet-probe"  # + "-TOKEN": written and removed by the round trip through the engine
+
+# -- In the router container -------------------------------------------------------
+CONTAINER_ROUTER_DIR = "/router"  # config.yaml (0600, the keys) and ctl.py, mounted read-only
 
 # -- In the vLLM container ---------------------------------------------------------
 CONTAINER_SERVE_DIR = "/lorafleet"
@@ -131,6 +138,28 @@ class StackPaths:
     @property
     def gateway_dir(self) -> str:
         return f"{self.stack_dir}/gateway"
+
+    @property
+    def router_dir(self) -> str:
+        """The fleet's router: its compose project, image build and (in run/) what its container mounts."""
+        return f"{self.stack_dir}/router"
+
+    @property
+    def router_run_dir(self) -> str:
+        """Mounted at CONTAINER_ROUTER_DIR; 0700, as config.yaml holds the keys."""
+        return f"{self.router_dir}/run"
+
+    @property
+    def router_config(self) -> str:
+        return f"{self.router_run_dir}/config.yaml"
+
+    @property
+    def router_compose_file(self) -> str:
+        return f"{self.router_dir}/compose.yaml"
+
+    @property
+    def router_build_dir(self) -> str:
+        return f"{self.router_dir}/build"
 
 
 def base_model_dir(models_root: str, source: str, base_model: str, revision: str) -> str:

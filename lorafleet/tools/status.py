@@ -154,7 +154,8 @@ class Fetched:
     status: int | None = None
 
 
-def _get(session: Any, url: str, headers: dict[str, str], timeout: float, as_json: bool) -> Fetched:
+def fetch(session: Any, url: str, headers: dict[str, str], timeout: float, as_json: bool) -> Fetched:
+    """One GET: the body (JSON or text) or a short error; never raises for network or HTTP errors."""
     import requests
 
     try:
@@ -191,9 +192,9 @@ def collect_status(endpoint: Endpoint, timeout: float = 10.0, session: Any = Non
     # "url" is the server URL: the key of the --json record since its first version.
     status: dict[str, Any] = {"url": server, "reachable": False, "errors": {}}
 
-    version = _get(session, server + "/version", {}, timeout, as_json=True)
-    models = _get(session, endpoint.endpoint_url + "/models", endpoint.headers(), timeout, as_json=True)
-    metrics = _get(session, server + "/metrics", {}, timeout, as_json=False)
+    version = fetch(session, server + "/version", {}, timeout, as_json=True)
+    models = fetch(session, endpoint.endpoint_url + "/models", endpoint.headers(), timeout, as_json=True)
+    metrics = fetch(session, server + "/metrics", {}, timeout, as_json=False)
 
     status["reachable"] = any(f.status is not None for f in (version, models, metrics))
     if not status["reachable"]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.credentials import resolve_secrets
+from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.settings import Settings, build_settings
 from lorafleet.tools.endpoint import resolve_endpoint
 
@@ -42,14 +43,28 @@ class Target:
         return spec
 
 
-def load_targets(inventory: str | os.PathLike = layout.PROJECT_ROOT / "inventory.py") -> list[Target]:
-    """Every host of an inventory file with its group data layered as pyinfra does."""
+def _inventory(inventory: str | os.PathLike):
     from pyinfra.api import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
     with ctx_state.use(State()):  # pyinfra executes inventory files inside a state context
-        inv = make_inventory(str(inventory), cwd=str(layout.PROJECT_ROOT))
+        return make_inventory(str(inventory), cwd=str(layout.PROJECT_ROOT))
+
+
+def load_fleet(inventory: str | os.PathLike = layout.PROJECT_ROOT / "inventory.py") -> Fleet | None:
+    """The inventory's fleet as the deploy sees it (each box with its own key), or None without a router.
+
+    Never generates a key: a box the deploy has not reached yet has an empty one.
+    """
+    from lorafleet.deploy.context import inventory_fleet
+
+    return inventory_fleet(_inventory(inventory), create=False)
+
+
+def load_targets(inventory: str | os.PathLike = layout.PROJECT_ROOT / "inventory.py") -> list[Target]:
+    """Every host of an inventory file with its group data layered as pyinfra does."""
+    inv = _inventory(inventory)
     secrets = resolve_secrets(layout.PROJECT_ROOT, create=False)
     targets = []
     for host in inv:

@@ -16,9 +16,13 @@ class BackgroundLoad:
     Loopback only, and bounded: it stops by itself after `max_seconds`.
     """
 
-    def __init__(self, endpoint: str, api_key: str, models: list[str], workers: int = 4, max_seconds: float = 1800):
+    def __init__(self, endpoint: str, api_key: str, models: list[str], workers: int = 4, max_seconds: float = 1800,
+                 retry_connection_errors: bool = False):
         self.endpoint, self.api_key, self.models = endpoint, api_key, models
         self.workers, self.max_seconds = workers, max_seconds
+        # As the openai client does by default: a request whose connection broke is sent again (once here).
+        self.retry_connection_errors = retry_connection_errors
+        self.retried = 0
         self.ok = 0
         self.failures: collections.Counter = collections.Counter()
         self._stop = threading.Event()
@@ -38,14 +42,11 @@ class BackgroundLoad:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
             model = next(models)
-            try:
-                response = session.post(f"{self.endpoint}/chat/completions", timeout=120, json={
-                    "model": model, "max_tokens": 4, "temperature": 0,
-                    "messages": [{"role": "user", "content": "ping"}],
-                })
-                error = None if response.status_code == 200 else f"{model}: HTTP {response.status_code}"
-            except requests.RequestException as exc:
-                error = f"{model}: {type(exc).__name__}"
+            error = self._send(session, model)
+            if error and error.endswith("ConnectionError") and self.retry_connection_errors:
+                with self._lock:
+                    self.retried += 1
+                error = self._send(session, model)
             with self._lock:
                 if error:
                     self.failures[error] += 1
@@ -56,6 +57,17 @@ class BackgroundLoad:
                     self.ok += 1
             if error:
                 time.sleep(0.1)  # a refused connection returns at once: do not spin
+
+    def _send(self, session: requests.Session, model: str) -> str | None:
+        """One request; None if it succeeded, else what went wrong."""
+        try:
+            response = session.post(f"{self.endpoint}/chat/completions", timeout=120, json={
+                "model": model, "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": "ping"}],
+            })
+            return None if response.status_code == 200 else f"{model}: HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            return f"{model}: {type(exc).__name__}"
 
     def __enter__(self) -> "BackgroundLoad":
         self.started = time.monotonic()
@@ -79,4 +91,5 @@ class BackgroundLoad:
     def summary(self) -> str:
         seconds = (self.stopped or time.monotonic()) - self.started
         outage = f", failing for {self.outage_seconds:.1f} s" if self.failed else ""
-        return f"{self.ok} ok, {self.failed} failed in {seconds:.0f} s{outage} {dict(self.failures) or ''}".strip()
+        retried = f" ({self.retried} sent again after a broken connection)" if self.retried else ""
+        return f"{self.ok} ok, {self.failed} failed in {seconds:.0f} s{retried}{outage} {dict(self.failures) or ''}".strip()

