@@ -2,6 +2,8 @@
 
 Two vLLM CPU stacks reached over SSH as the deploy reaches real boxes, and
 LiteLLM's proxy as the router (stand-ins: see tests/support/fleet.py).
+After test_9_destroy on purpose: with the shared SSH stack gone, only the
+fleet's two engines share this machine's two cores.
 """
 
 from __future__ import annotations
