@@ -103,7 +103,7 @@ def fleet_of(hosts: Iterable[tuple[str, Iterable[str], Settings]], router_key: s
     Raises SettingsError naming what is wrong: two routers, no box, boxes that disagree on the base
     model, or a router key LiteLLM would refuse.
     """
-    hosts = [(name, tuple(groups), s) for name, groups, s in hosts]
+    hosts = [(name, tuple(groups), s) for name, groups, s in hosts]  # read twice below
     routers = [(name, s) for name, groups, s in hosts if ROUTER_GROUP in groups]
     if not routers:
         return None
@@ -127,10 +127,9 @@ def fleet_of(hosts: Iterable[tuple[str, Iterable[str], Settings]], router_key: s
         problems.append(f"two boxes are reached at {url}: give each its own endpoint_host")
     router_name, router_host = routers[0]
     router_settings = dataclasses.replace(router_host, secrets=dataclasses.replace(router_host.secrets, api_key=router_key))
-    key = router_key
-    if not key.startswith(ROUTER_KEY_PREFIX):
+    if not router_key.startswith(ROUTER_KEY_PREFIX):
         problems.append(
-            f"the API key ({'LORAFLEET_API_KEY' if key else 'none'}) does not start with {ROUTER_KEY_PREFIX!r}, which "
+            f"the API key ({'set' if router_key else 'none'}) does not start with {ROUTER_KEY_PREFIX!r}, which "
             "the fleet's router (LiteLLM) requires: set LORAFLEET_API_KEY=sk-$(openssl rand -hex 24) in .secrets.env, "
             "or remove .state/api-key so the deploy generates one"
         )
