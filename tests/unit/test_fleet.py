@@ -7,7 +7,6 @@ import collections
 import pytest
 import yaml
 
-from lorafleet.deploy import fleet as fleet_module
 from lorafleet.deploy.engine import EngineView
 from lorafleet.deploy.fleet import deployment_id, fleet_of, render_router_config, router_config
 from lorafleet.deploy.router import plan
@@ -74,9 +73,13 @@ def test_one_home_box_per_adapter_gets_the_weight(local_data):
     assert [fleet.home(m) for m in ("weather", "sql")] == [make(local_data).home(m) for m in ("weather", "sql")]
 
 
-def test_homes_spread_over_the_boxes():
-    homes = collections.Counter(int(fleet_module.hashlib.sha256(f"adapter-{i}".encode()).hexdigest(), 16) % 2 for i in range(40))
-    assert min(homes.values()) >= 12  # not all adapters on one box
+def test_homes_spread_over_the_boxes(local_data):
+    names = tuple(f"adapter-{i}" for i in range(40))
+    a = box(local_data, "box-a", adapters=names)
+    b = box(local_data, "box-b", adapters=names, endpoint_host="box-b.tailnet")
+    fleet = fleet_of([("box-a", ["router"], a), ("box-b", [], b)], router_key=USER_KEY)
+    homes = collections.Counter(fleet.home(n) for n in names)
+    assert set(homes) == {"box-a", "box-b"} and min(homes.values()) >= 12, homes  # not all adapters on one box
 
 
 def test_a_drained_box_has_no_deployment_left(local_data):
