@@ -63,7 +63,8 @@ def main() -> int:
         print(problem)
         return 2
     with converged_fleet() as fleet:
-        shared = [m for m in (fleet.data["box-a"]["served_model_name"], *(a["name"] for a in fleet.data["box-b"]["adapters"]))]
+        # The models both boxes serve: box-b's (a subset of box-a's).
+        shared = [fleet.data["box-b"]["served_model_name"], *(a["name"] for a in fleet.data["box-b"]["adapters"])]
         figures = measure(fleet.router_url, API_KEY, fleet.boxes["box-a"].endpoint, fleet.box_key("box-a"), shared,
                           args.requests, args.concurrency, args.low_load)
         print(figures["table"])
