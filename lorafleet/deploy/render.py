@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -46,14 +47,20 @@ def serving_image(s: Settings) -> str:
     """The image vLLM runs: the pinned CUDA image, or the CPU build tagged by its inputs' hash."""
     if s.profile == "cuda":
         return s.cuda_image
-    tag = sha256_hex(layout.CPU_DOCKERFILE.read_bytes(), s.cpu_base_image, s.cpu_vllm_version)
-    return f"lorafleet/vllm-cpu:{s.cpu_vllm_version}-{tag}"
+    inputs = [path.read_bytes() for _, path in sorted(layout.CPU_BUILD_FILES.items())]
+    return f"lorafleet/vllm-cpu:{cpu_vllm_version()}-{sha256_hex(*inputs, s.cpu_base_image)}"
+
+
+def cpu_vllm_version() -> str:
+    """The vllm-cpu release the CPU image's lock pins."""
+    lock = layout.CPU_BUILD_FILES["requirements.txt"].read_text()
+    return re.search(r"^vllm-cpu==(\S+)", lock, re.MULTILINE)[1]
 
 
 def cpu_build_command(s: Settings) -> str:
     """Build the CPU serving image (build.sh: the classic builder, its steps shown as it goes)."""
     return shlex.join(["bash", host_script(s, "build.sh"), serving_image(s), paths(s).cpu_build_dir,
-                       f"BASE_IMAGE={s.cpu_base_image}", f"VLLM_CPU_VERSION={s.cpu_vllm_version}"])
+                       f"BASE_IMAGE={s.cpu_base_image}"])
 
 
 def vllm_args(s: Settings) -> list[str]:

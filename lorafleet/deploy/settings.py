@@ -19,7 +19,7 @@ from lorafleet.deploy.adapters import check as adapter_check
 from lorafleet.deploy.adapters.declared import Adapter, folder_problems_of, parse_adapters
 from lorafleet.deploy.rules import (
     ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, HOSTNAME, HUB_REPO, IMAGE_REF, NETWORK_MODES,
-    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG, VERSION,
+    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
 )
 
 
@@ -40,7 +40,6 @@ class Settings:
 
     profile: str
     cuda_image: str
-    cpu_vllm_version: str
     cpu_base_image: str
     base_model_source: str
     base_model: str
@@ -286,7 +285,6 @@ def build_settings(
     settings = Settings(
         profile=profile or "",
         cuda_image=_image(d, "cuda_image", problems),
-        cpu_vllm_version=pattern("cpu_vllm_version", VERSION, "use a release number like 0.32.0"),
         cpu_base_image=pattern("cpu_base_image", IMAGE_REF, "use an image reference with a tag, like python:3.11-slim"),
         base_model_source=source or "",
         base_model=str(Path(str(base_model)).expanduser().resolve()) if source == "upload" else str(base_model),

@@ -1,4 +1,4 @@
-"""The serving image: pull the pinned CUDA image, or build the CPU image from the Dockerfile beside this module."""
+"""The serving image: pull the pinned CUDA image, or build the CPU image from the Dockerfile and lock beside this module."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ def ensure(s: Settings) -> None:
     image = render.serving_image(s)
     present = bool(host.get_fact(ImageId, image=image))
     if s.profile == "cpu":
-        files.put(
-            name="Upload the CPU image's Dockerfile",
-            src=str(layout.CPU_DOCKERFILE),
-            dest=f"{render.paths(s).cpu_build_dir}/Dockerfile",
-        )
+        for name, source in sorted(layout.CPU_BUILD_FILES.items()):
+            files.put(name=f"Upload the CPU image's {name}", src=str(source),
+                      dest=f"{render.paths(s).cpu_build_dir}/{name}")
         if not present:
             server.shell(name=f"Build the serving image {image}", commands=[live(render.cpu_build_command(s))])
         return
