@@ -27,7 +27,7 @@ from typing import Any
 from lorafleet.functiongemma import END, ESCAPE, START, render_call
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = ROOT / "lorafleet" / "deploy" / "serving" / "functiongemma_tool_parser.py"
+PLUGIN = ROOT / "files" / "serving" / "functiongemma_tool_parser.py"
 GRAMMAR = ROOT / "lorafleet" / "functiongemma.py"
 BUILTIN, OURS = "functiongemma", "lorafleet_functiongemma"
 

@@ -10,41 +10,67 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# -- On the laptop: the files each step ships, kept beside the step's code ------
-PACKAGE_DIR = Path(__file__).resolve().parent
+# -- On the laptop: what each step ships ---------------------------------------------
+# files/<step>/ holds what is copied to a host as it is, templates/<step>/ what is rendered with
+# values; the steps in lorafleet/deploy/<step>/ read them only through the names below.
+PACKAGE_DIR = Path(__file__).resolve().parent  # lorafleet/deploy
 PROJECT_ROOT = PACKAGE_DIR.parent.parent
-DEFAULT_INVENTORY = PROJECT_ROOT / "inventory.py"
 GROUP_DATA_DIR = PROJECT_ROOT / "group_data"
+FILES_DIR = PROJECT_ROOT / "files"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
 
-SERVING_DIR = PACKAGE_DIR / "serving"
-COMPOSE_TEMPLATE = SERVING_DIR / "compose.yaml.j2"
-START_SCRIPT = SERVING_DIR / "start.sh"
+# Modules that run on the laptop and in a container alike stay in the package, and are shipped from it:
+SHARED_MODULES = {
+    # the deploy checks an uploaded adapter on the laptop, and a hub download on the host with the same code
+    "adapter_check.py": PACKAGE_DIR / "adapters" / "check.py",
+    # the call grammar: the tool parser plugin in vLLM imports it; the tools, eval and train render calls with it
+    "functiongemma.py": PACKAGE_DIR.parent / "functiongemma.py",
+    # the LoRA training loop: `lorafleet train` on the laptop, the demo builder in a container
+    "lora.py": PACKAGE_DIR.parent / "train" / "lora.py",
+}
+
+COMPOSE_TEMPLATE = TEMPLATES_DIR / "serving" / "compose.yaml.j2"
 # Copied into {stack_dir}/serve on the host and mounted read-only at CONTAINER_SERVE_DIR.
 SERVE_FILES = {
-    "entrypoint.py": SERVING_DIR / "entrypoint.py",
-    "sync_adapters.py": SERVING_DIR / "sync_adapters.py",
-    "adapter_check.py": PACKAGE_DIR / "adapters" / "check.py",
+    "entrypoint.py": FILES_DIR / "serving" / "entrypoint.py",
+    "sync_adapters.py": FILES_DIR / "serving" / "sync_adapters.py",
+    "adapter_check.py": SHARED_MODULES["adapter_check.py"],
     # The project's tool parser (vLLM's --tool-parser-plugin) and the call grammar it imports.
-    "functiongemma_tool_parser.py": SERVING_DIR / "functiongemma_tool_parser.py",
-    "functiongemma.py": PACKAGE_DIR.parent / "functiongemma.py",
+    "functiongemma_tool_parser.py": FILES_DIR / "serving" / "functiongemma_tool_parser.py",
+    "functiongemma.py": SHARED_MODULES["functiongemma.py"],
 }
 # The name the plugin registers with vLLM's ToolParserManager.
 PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
-CPU_DOCKERFILE = PACKAGE_DIR / "image" / "Dockerfile"
-# What the CPU image is built from (its inputs hash covers each): the Dockerfile and the complete lock.
-CPU_BUILD_FILES = {"Dockerfile": CPU_DOCKERFILE, "requirements.txt": PACKAGE_DIR / "image" / "requirements.txt"}
-DEMO_BUILDER = PACKAGE_DIR / "models" / "build_demo_model.py"
-DEMO_TRAINER = PACKAGE_DIR.parent / "train" / "lora.py"  # the training code the demo builder shares with `lorafleet train`
-ROUTER_DIR = PACKAGE_DIR / "router"
-ROUTER_BUILD_FILES = {"Dockerfile": ROUTER_DIR / "Dockerfile", "requirements.txt": ROUTER_DIR / "requirements.txt"}
-ROUTER_CTL = ROUTER_DIR / "ctl.py"  # runs inside the router container: waits for a reload, lists what it serves
-ROUTER_GATEWAY_COMPOSE = ROUTER_DIR / "gateway.compose.yaml"
-GATEWAY_DIR = PACKAGE_DIR / "gateway"
-GATEWAY_FILES = {"compose.yaml": GATEWAY_DIR / "compose.yaml", "Dockerfile": GATEWAY_DIR / "Dockerfile"}
-BOOTSTRAP = GATEWAY_DIR / "bootstrap.sh"
+# What the CPU image is built from (its tag hashes each): the Dockerfile and the complete lock.
+CPU_BUILD_FILES = {"Dockerfile": FILES_DIR / "image" / "Dockerfile", "requirements.txt": FILES_DIR / "image" / "requirements.txt"}
+DEMO_BUILDER = FILES_DIR / "models" / "build_demo_model.py"  # the builder's entry point
+DEMO_TRAINER = SHARED_MODULES["lora.py"]  # shipped beside the builder, which loads it by path
+# Everything the demo builder runs, shipped into one folder (mounted at /demo) and hashed in this order.
+DEMO_FILES = {"build_demo_model.py": DEMO_BUILDER, "lora.py": DEMO_TRAINER}
+ROUTER_BUILD_FILES = {"Dockerfile": FILES_DIR / "router" / "Dockerfile", "requirements.txt": FILES_DIR / "router" / "requirements.txt"}
+ROUTER_CTL = FILES_DIR / "router" / "ctl.py"  # runs inside the router container: waits for a reload, lists what it serves
+ROUTER_GATEWAY_COMPOSE = FILES_DIR / "router" / "gateway.compose.yaml"
+GATEWAY_FILES = {"compose.yaml": FILES_DIR / "gateway" / "compose.yaml", "Dockerfile": FILES_DIR / "gateway" / "Dockerfile"}
+# Run by the user once on the GPU box, from a clone of this repository (never uploaded by the deploy).
+BOOTSTRAP = FILES_DIR / "gateway" / "bootstrap.sh"
+LOCK_SCRIPT = FILES_DIR / "lock" / "lock.sh"  # run on the host by pyinfra's server.script, never stored there
 # Shell the deploy runs on the host, copied into {stack_dir}/bin (shellcheck checks them).
-HOST_SCRIPTS = {"start.sh": START_SCRIPT, "hub_fetch.sh": PACKAGE_DIR / "models" / "hub_fetch.sh",
-                "build.sh": PACKAGE_DIR / "image" / "build.sh"}
+HOST_SCRIPTS = {"start.sh": FILES_DIR / "serving" / "start.sh", "hub_fetch.sh": FILES_DIR / "models" / "hub_fetch.sh",
+                "build.sh": FILES_DIR / "image" / "build.sh"}
+
+
+def shipped_files() -> dict[Path, str]:
+    """Every file a step ships (or the user runs on the box), with the step or reason: what files/ and templates/ hold."""
+    shipped = {path: "serving" for path in SERVE_FILES.values()}
+    shipped.update({path: "bin" for path in HOST_SCRIPTS.values()})
+    shipped.update({path: "image" for path in CPU_BUILD_FILES.values()})
+    shipped.update({path: "router" for path in [*ROUTER_BUILD_FILES.values(), ROUTER_CTL, ROUTER_GATEWAY_COMPOSE]})
+    shipped.update({path: "gateway" for path in GATEWAY_FILES.values()})
+    shipped.update({path: "models" for path in DEMO_FILES.values()})
+    shipped.update({COMPOSE_TEMPLATE: "serving", LOCK_SCRIPT: "lock",
+                    BOOTSTRAP: "run by the user on the box"})
+    return shipped
+
 
 # -- Markers: files lorafleet writes to say what a folder holds -------------------
 SOURCE_MARKER = ".lorafleet-source"  # in a model or adapter folder: where it came from; only such folders are ever pruned
@@ -114,13 +140,9 @@ class StackPaths:
         return f"{self.stack_dir}/vllm-cpu"
 
     @property
-    def demo_builder(self) -> str:
-        return f"{self.stack_dir}/demo/build_demo_model.py"
-
-    @property
-    def demo_trainer(self) -> str:
-        """Beside the builder, where it looks for lora.py (the folder is mounted at /demo)."""
-        return f"{self.stack_dir}/demo/lora.py"
+    def demo_dir(self) -> str:
+        """The demo builder's files (DEMO_FILES), side by side; mounted at /demo in the build container."""
+        return f"{self.stack_dir}/demo"
 
     @property
     def last_good(self) -> str:

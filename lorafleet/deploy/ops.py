@@ -1,16 +1,27 @@
-"""Operations pyinfra lacks: a secret file that is never printed, diffed or left world-readable."""
+"""Operations pyinfra lacks: a secret file that is never printed, diffed or left world-readable; live output;
+and `shipped`, the one way a step names a file it uploads."""
 
 from __future__ import annotations
 
 import sys
 from io import BytesIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.api import QuoteString
 from pyinfra.facts.files import File, Sha1File
 
+from lorafleet.deploy import layout
 from lorafleet.deploy.render import sha1_hex
+
+
+def shipped(source: Path) -> str:
+    """The `src` of a file a step uploads: only what layout lists (files/, templates/, the shared modules)."""
+    if source not in layout.shipped_files():
+        raise AssertionError(f"lorafleet: {source} is not listed in layout.py: a step ships only from files/<step>/, "
+                             "templates/<step>/ or layout.SHARED_MODULES")
+    return str(source)
 
 
 class LiveCommand(StringCommand):

@@ -277,16 +277,15 @@ def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> st
 
 def demo_inputs_hash(s: Settings) -> str:
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
-    return sha256_hex(layout.DEMO_BUILDER.read_bytes(), layout.DEMO_TRAINER.read_bytes(), names, serving_image(s))
+    return sha256_hex(*(path.read_bytes() for path in layout.DEMO_FILES.values()), names, serving_image(s))
 
 
 def demo_build_command(s: Settings, engine: EngineView = SAME_PATHS) -> str:
     """Build the demo model and its adapters on the host, in a throwaway container of the serving image."""
     p = paths(s)
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
-    builder_dir = p.demo_builder.rsplit("/", 1)[0]
     build = shlex.join([
-        "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(builder_dir, "/demo", "ro"),
+        "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(p.demo_dir, "/demo", "ro"),
         "--entrypoint", "python3", serving_image(s), "/demo/build_demo_model.py", "--out", s.demo_dir,
         "--adapters", names, "--base-name", s.adapter_base_name,
     ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra.operations import files
 
 from lorafleet.deploy import layout, render
+from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
 
 
@@ -20,6 +21,6 @@ def ensure(s: Settings) -> None:
     files.directory(name=f"Ensure private folder {p.secrets_dir}", path=p.secrets_dir, mode="700", present=True)
     # Needed before the adapters step: hub downloads are checked with adapter_check.py.
     for name, source in sorted(layout.SERVE_FILES.items()) if s.serve_models else ():
-        files.put(name=f"Upload {name}", src=str(source), dest=f"{p.serve_dir}/{name}")
+        files.put(name=f"Upload {name}", src=shipped(source), dest=f"{p.serve_dir}/{name}")
     for name, source in sorted(layout.HOST_SCRIPTS.items()):
-        files.put(name=f"Upload {name}", src=str(source), dest=f"{p.bin_dir}/{name}", mode="755")
+        files.put(name=f"Upload {name}", src=shipped(source), dest=f"{p.bin_dir}/{name}", mode="755")

@@ -2,7 +2,7 @@
 
 Standard library at import time; torch and peft are imported inside the functions that need
 them. Standalone on purpose (it imports nothing from lorafleet): the demo builder
-(deploy/models/build_demo_model.py) loads this file by path inside a throwaway container of
+(files/models/build_demo_model.py) loads this file by path inside a throwaway container of
 the serving image, where the lorafleet package is not installed.
 
 The pieces, in the order a run uses them:

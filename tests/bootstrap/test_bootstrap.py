@@ -1,4 +1,4 @@
-"""lorafleet/deploy/gateway/bootstrap.sh against this machine's Docker engine, with a stand-in gateway.
+"""files/gateway/bootstrap.sh against this machine's Docker engine, with a stand-in gateway.
 
 Tailscale cannot run here (no control plane, no registry to pull its image from), so
 the gateway's image is replaced by a stand-in (tests/bootstrap/standin: the local Debian
@@ -194,7 +194,7 @@ def test_shellcheck_passes_on_every_shell_script():
         pytest.skip("shellcheck is not installed: `apt-get install shellcheck` (.ci/setup.sh does)")
     listed = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "*.sh", cwd=ROOT).stdout.split()
     scripts = sorted({*listed, ".ci/run"})
-    assert "lorafleet/deploy/gateway/bootstrap.sh" in scripts
+    assert "files/gateway/bootstrap.sh" in scripts
     result = sh("shellcheck", *scripts, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -1,4 +1,4 @@
-"""Contract of lorafleet/deploy/models/build_demo_model.py that needs no torch: names, call text,
+"""Contract of files/models/build_demo_model.py that needs no torch: names, call text,
 chat template, manifest reuse.  (The trained behaviour is checked by the script itself at
 build time and by the infra/e2e suites against a real vLLM.)"""
 
@@ -13,7 +13,7 @@ import jinja2.ext
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lorafleet.deploy.layout import DEMO_BUILDER
+from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_TRAINER
 from lorafleet.functiongemma import parse_calls, render_call
 
 SCRIPT = DEMO_BUILDER
@@ -185,7 +185,7 @@ def test_the_builder_needs_the_shared_training_code_beside_it(demo, tmp_path, ca
     assert module.main(["--out", str(tmp_path / "out")]) == 2
     assert "lora.py (lorafleet/train/lora.py, the shared training code) must be beside" in capsys.readouterr().err
     # shipped beside it, as the deploy ships it: found, and part of the inputs hash
-    lora = SCRIPT.parents[2] / "train" / "lora.py"
+    lora = DEMO_TRAINER
     shutil.copy(lora, alone / "lora.py")
     assert module.find_lora(alone / SCRIPT.name) == alone / "lora.py"
     norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}

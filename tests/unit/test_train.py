@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lorafleet.deploy.layout import DEMO_BUILDER
+from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_TRAINER
 from lorafleet.functiongemma import render_call
 from lorafleet.train import card, cli, lora, sample
 from lorafleet.train.data import DataError, load_examples, parse_example, write_jsonl
@@ -368,7 +368,7 @@ def test_nothing_here_imports_torch():
 
 
 def test_lora_module_is_standalone_for_the_demo_builder():
-    text = (DEMO_BUILDER.parents[2] / "train" / "lora.py").read_text()
+    text = (DEMO_TRAINER).read_text()
     assert not re.search(r"^\s*(from|import) lorafleet", text, re.MULTILINE)
 
 

@@ -12,6 +12,7 @@ from pyinfra import host
 from pyinfra.operations import files
 
 from lorafleet.deploy import layout, render
+from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
 
 
@@ -20,6 +21,6 @@ def stage(s: Settings) -> None:
         return
     folder = render.paths(s).gateway_dir
     for name, source in sorted(layout.GATEWAY_FILES.items()):
-        files.put(name=f"Stage the gateway's {name}", src=str(source), dest=f"{folder}/{name}")
+        files.put(name=f"Stage the gateway's {name}", src=shipped(source), dest=f"{folder}/{name}")
     env = render.render_gateway_env(s, s.endpoint_host or host.name.removeprefix("@ssh/"), s.tailscale_advertise_tags)
     files.put(name="Stage the gateway's .env", src=StringIO(env), dest=f"{folder}/.env")

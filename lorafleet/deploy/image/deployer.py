@@ -7,7 +7,7 @@ from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.facts import ImageId
-from lorafleet.deploy.ops import live
+from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
 
 
@@ -16,7 +16,7 @@ def ensure(s: Settings) -> None:
     present = bool(host.get_fact(ImageId, image=image))
     if s.profile == "cpu":
         for name, source in sorted(layout.CPU_BUILD_FILES.items()):
-            files.put(name=f"Upload the CPU image's {name}", src=str(source),
+            files.put(name=f"Upload the CPU image's {name}", src=shipped(source),
                       dest=f"{render.paths(s).cpu_build_dir}/{name}")
         if not present:
             server.shell(name=f"Build the serving image {image}", commands=[live(render.cpu_build_command(s))])

@@ -17,10 +17,11 @@ from pyinfra.api import QuoteString
 from pyinfra.operations import server
 
 from lorafleet.deploy import layout, render
+from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.facts import DeployLockHolder
 from lorafleet.deploy.settings import Settings
 
-LOCK_SCRIPT = layout.PACKAGE_DIR / "lock" / "lock.sh"
+LOCK_SCRIPT = layout.LOCK_SCRIPT
 
 
 def owner_line(user: str, laptop: str, pid: int, since: datetime) -> str:
@@ -50,7 +51,7 @@ OWNER = owner_line(getpass.getuser(), socket.gethostname(), os.getpid(), datetim
 
 
 def _run(name: str, *args: str) -> None:
-    server.script(name=name, src=str(LOCK_SCRIPT), args=[QuoteString(a) for a in args])
+    server.script(name=name, src=shipped(LOCK_SCRIPT), args=[QuoteString(a) for a in args])
 
 
 def acquire(s: Settings) -> None:

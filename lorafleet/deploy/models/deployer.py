@@ -8,7 +8,7 @@ from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout, render
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.ops import live
+from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
 
 
@@ -29,7 +29,7 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
         files.sync(name=f"Upload the base model from {s.base_model}", src=s.base_model, dest=s.base_model_dir, delete=False)
     else:
         p = render.paths(s)
-        files.put(name="Upload the demo model builder", src=str(layout.DEMO_BUILDER), dest=p.demo_builder)
-        files.put(name="Upload the demo model's training code", src=str(layout.DEMO_TRAINER), dest=p.demo_trainer)
+        for name, source in layout.DEMO_FILES.items():
+            files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_dir}/{name}")
         if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", render.demo_inputs_hash(s)):
             server.shell(name="Build the demo model and adapters", commands=[live(render.demo_build_command(s, engine))])

@@ -16,7 +16,7 @@ from lorafleet.deploy import layout, render
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ContainerRunning, ImageId
 from lorafleet.deploy.fleet import Fleet, render_router_config
-from lorafleet.deploy.ops import SecretText, live, secret_file
+from lorafleet.deploy.ops import SecretText, live, secret_file, shipped
 from lorafleet.deploy.router import plan
 from lorafleet.deploy.settings import Settings
 
@@ -28,11 +28,11 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
     files.directory(name=f"Ensure private folder {p.router_run_dir}", path=p.router_run_dir, mode="700", present=True)
 
     for name, source in sorted(layout.ROUTER_BUILD_FILES.items()):
-        files.put(name=f"Upload the router's {name}", src=str(source), dest=f"{p.router_build_dir}/{name}")
+        files.put(name=f"Upload the router's {name}", src=shipped(source), dest=f"{p.router_build_dir}/{name}")
     if not host.get_fact(ImageId, image=plan.image(s)):
         server.shell(name=f"Build the router image {plan.image(s)}", commands=[live(plan.build_command(s))])
-    files.put(name="Upload the router's ctl.py", src=str(layout.ROUTER_CTL), dest=f"{p.router_run_dir}/ctl.py")
-    files.put(name="Stage the router gateway's compose file", src=str(layout.ROUTER_GATEWAY_COMPOSE),
+    files.put(name="Upload the router's ctl.py", src=shipped(layout.ROUTER_CTL), dest=f"{p.router_run_dir}/ctl.py")
+    files.put(name="Stage the router gateway's compose file", src=shipped(layout.ROUTER_GATEWAY_COMPOSE),
               dest=f"{p.router_dir}/gateway.compose.yaml")
 
     config = secret_file(

@@ -468,7 +468,7 @@ def check(lora, model, tok, train_like, held_out, pad_id, label, min_ok=2.0):
 
 def find_lora(script: Path) -> Path | None:
     """The shared training code: beside this script (as the deploy ships it), else in the lorafleet package."""
-    package = script.resolve().parent.parent.parent  # lorafleet/deploy/models/ -> lorafleet/
+    package = script.resolve().parents[2] / "lorafleet"  # files/models/ in a checkout -> lorafleet/
     for path in (script.parent / LORA_FILE, package / "train" / LORA_FILE):
         if path.is_file():
             return path

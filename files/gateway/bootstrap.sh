@@ -2,8 +2,8 @@
 # lorafleet's one-time bootstrap of the GPU box. Run it in the WSL distro on the
 # Windows PC (Docker Desktop with WSL integration), from a clone of the repo:
 #
-#     bash lorafleet/deploy/gateway/bootstrap.sh            # asks for what it needs
-#     bash lorafleet/deploy/gateway/bootstrap.sh --help     # every flag and variable
+#     bash files/gateway/bootstrap.sh            # asks for what it needs
+#     bash files/gateway/bootstrap.sh --help     # every flag and variable
 #
 # It checks every prerequisite (Docker, compose v2, the GPU in a container, the
 # storage roots and how fast they read), asks for the Tailscale key and keeps it
@@ -46,7 +46,7 @@ ROTATE_KEY=0
 
 usage() {
     cat <<EOF
-Usage: bash lorafleet/deploy/gateway/bootstrap.sh [options]
+Usage: bash files/gateway/bootstrap.sh [options]
 
 One-time bootstrap of the GPU box, run in its WSL distro. Checks Docker, compose
 v2, the GPU and the storage roots; stores the Tailscale key in
