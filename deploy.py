@@ -2,7 +2,7 @@
 
 Reads as a table of contents; each step is a module of lorafleet/deploy, with
 the files it ships beside it. With a `router` group in the inventory, the boxes
-serve behind one router (docs/fleet.md); engine changes then roll box by box.
+serve behind one router (docs/fleet.md); server changes then roll box by box.
 """
 
 from pyinfra import host, inventory

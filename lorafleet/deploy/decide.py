@@ -19,7 +19,7 @@ class ServingFacts:
     exists: bool = False
     running: bool = False
     healthy: bool = False
-    engine: str = ""  # the engine hash label of the running container
+    server_hash: str = ""  # the server hash label of the running container (serving_plan.server_hash)
     network_stale: bool = False  # vLLM joined a gateway that has since been recreated or restarted
     served: tuple[str, ...] | None = None  # adapter names vLLM lists; None when it cannot be asked
     applied: Mapping[str, str] = field(default_factory=dict)  # adapter -> version it loaded
@@ -32,7 +32,7 @@ class ServingFacts:
             exists=bool(state.get("exists")),
             running=bool(state.get("running")),
             healthy=bool(state.get("healthy")),
-            engine=state.get("engine") or "",
+            server_hash=state.get("server_hash") or "",
             network_stale=bool(state.get("network_stale")),
             served=None if served is None else tuple(served),
             applied=dict(state.get("applied") or {}),
@@ -50,10 +50,10 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-def decide(facts: ServingFacts, *, engine_hash: str, env_hash: str, versions: Mapping[str, str]) -> Decision:
+def decide(facts: ServingFacts, *, server_hash: str, env_hash: str, versions: Mapping[str, str]) -> Decision:
     """Start, recreate or sync, from the facts and what the settings render.
 
-    `engine_hash` is the label the current compose file gives the container,
+    `server_hash` is the label the current compose file gives the container,
     `env_hash` the sha1 of the secrets env file about to be written, `versions`
     the declared adapters and the version each should have loaded.
     """
@@ -65,9 +65,9 @@ def decide(facts: ServingFacts, *, engine_hash: str, env_hash: str, versions: Ma
             reasons.append("vLLM is not running")
         elif not facts.healthy:
             reasons.append("vLLM is not healthy")
-        if facts.engine != engine_hash:
+        if facts.server_hash != server_hash:
             # Includes a container a failed start rolled back to the last good compose file.
-            reasons.append("the container is not from the current engine (image, weights, flags or entrypoint)")
+            reasons.append("the container is not from the current server hash (image, weights, flags or entrypoint)")
     recreate_reasons = []
     if facts.exists and facts.network_stale:
         recreate_reasons.append("the gateway was recreated or restarted: vLLM lost its network")

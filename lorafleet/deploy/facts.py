@@ -96,7 +96,7 @@ class GpuInContainer(FactBase):
 
 
 class ServingState(FactBase):
-    """The vLLM container's state: running, health, engine label, network owner, served adapters."""
+    """The vLLM container's state: running, health, server hash label, network owner, served adapters."""
 
     def command(self, container: str, gateway: str = "") -> str:
         c = shlex.quote(container)
@@ -123,7 +123,7 @@ class ServingState(FactBase):
         fields = (values.get("state") or "").split("|")
         if len(fields) < 5 or not fields[0]:
             return dict(self.ABSENT)
-        status, health, started, network, engine = fields[:5]
+        status, health, started, network, server_hash = fields[:5]
         try:
             report = json.loads(values["served"]) if values.get("served") else None
         except ValueError:
@@ -138,7 +138,7 @@ class ServingState(FactBase):
             "running": status == "running",
             "healthy": health == "healthy",
             "started_at": started,
-            "engine": engine,
+            "server_hash": server_hash,
             # vLLM lost its network if the gateway it joined was recreated or restarted since.
             "network_stale": bool(gateway_id) and network.startswith("container:") and (
                 network != f"container:{gateway_id}" or _timestamp(gateway_started) > _timestamp(started)

@@ -204,3 +204,13 @@ def render_router_config(fleet: Fleet, drained: frozenset[str] = frozenset()) ->
     header = ("# Written by lorafleet from the inventory (0600: it holds the fleet's keys). Edit the inventory,\n"
               "# not this file: every deploy rewrites it, and the router reloads it on SIGHUP.\n")
     return header + yaml.safe_dump(router_config(fleet, drained), sort_keys=False)
+
+
+def endpoint_url(s: Settings, host_name: str) -> str:
+    """The endpoint (the OpenAI base URL, ending in /v1) as the laptop reaches it."""
+    if s.endpoint_url:
+        return s.endpoint_url
+    address = s.publish_address if s.network_mode == "publish" else (s.endpoint_host or host_name.removeprefix("@ssh/"))
+    if address in ("0.0.0.0", ""):
+        address = "127.0.0.1"
+    return f"http://{address}:{s.port}/v1"

@@ -13,7 +13,7 @@ from pyinfra.api import QuoteString
 from pyinfra.facts.files import File, Sha1File
 
 from lorafleet.deploy import layout
-from lorafleet.deploy.render import sha1_hex
+from lorafleet.deploy.hashing import sha1_hex
 
 
 def shipped(source: Path) -> str:

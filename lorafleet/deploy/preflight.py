@@ -12,11 +12,11 @@ import secrets
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from lorafleet.deploy import render
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
 from lorafleet.deploy.facts import ContainerRunning, DockerVersions, EngineRoundTrip, GatewayContainer, GpuInContainer, ImageId, StorageRoots
 from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy import stack
 
 
 def check(s: Settings, routes: bool = False) -> EngineView:
@@ -43,8 +43,8 @@ def check(s: Settings, routes: bool = False) -> EngineView:
             problems.append(f"{key}={path} does not exist on the host: create it (the bootstrap does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
-    if s.profile == "cuda" and host.get_fact(ImageId, image=render.serving_image(s)):
-        gpu = host.get_fact(GpuInContainer, image=render.serving_image(s))
+    if s.profile == "cuda" and host.get_fact(ImageId, image=stack.serving_image(s)):
+        gpu = host.get_fact(GpuInContainer, image=stack.serving_image(s))
         if not gpu["ok"]:
             problems.append(
                 "the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pyinfra.operations import files
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy import stack
 
 
 def ensure(s: Settings) -> None:
-    p = render.paths(s)
+    p = stack.paths(s)
     folders = [f"{s.cache_root}/huggingface", f"{s.cache_root}/vllm", p.stack_dir, p.serve_dir, p.bin_dir]
     if not s.serve_models:  # a router-only host: the stack folder and the scripts (build.sh builds the router)
         folders = [p.stack_dir, p.bin_dir]

@@ -17,8 +17,7 @@ from typing import Any, Mapping
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.credentials import box_key_file
-from lorafleet.deploy.fleet import ROUTER_GROUP, Box, Fleet
-from lorafleet.deploy.render import endpoint_url
+from lorafleet.deploy.fleet import ROUTER_GROUP, Box, Fleet, endpoint_url
 from lorafleet.tools import check
 from lorafleet.tools.endpoint import Endpoint, normalize_url
 from lorafleet.tools.status import NA, collect_status, fetch, format_table, status_exit_code

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.credentials import resolve_secrets
 from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.settings import Settings, build_settings
 from lorafleet.tools.endpoint import resolve_endpoint
+from lorafleet.deploy.fleet import endpoint_url
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Target:
     @property
     def endpoint(self) -> str:
         """The OpenAI base URL (ending in /v1) from the laptop."""
-        return render.endpoint_url(self.settings, self.name)
+        return endpoint_url(self.settings, self.name)
 
     @property
     def testinfra_host(self) -> str:

@@ -25,6 +25,7 @@ import pytest
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.layout import BOOTSTRAP
+from lorafleet.deploy.gateway import plan as gateway_plan
 from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,13 +298,12 @@ def test_first_run_starts_the_standin_gateway_and_a_rerun_changes_nothing(box, g
     for name in ("compose.yaml", "Dockerfile"):
         assert (gateway_dir / name).read_bytes() == layout.GATEWAY_FILES[name].read_bytes()
     # The .env is what the deploy stages for the same settings, so a deploy never changes the definition.
-    from lorafleet.deploy import render
     from lorafleet.deploy.settings import Secrets, build_settings
 
     settings = build_settings({**gpu_data, "models_root": str(box.models), "adapters_root": str(box.adapters),
                                "cache_root": str(box.cache), "stack_dir": str(box.stack),
                                "gateway_container": box.container}, Secrets(hf_token="hf_x", api_key="x"))
-    assert (gateway_dir / ".env").read_text() == render.render_gateway_env(settings, box.hostname)
+    assert (gateway_dir / ".env").read_text() == gateway_plan.render_gateway_env(settings, box.hostname)
 
     first_id = box.container_id()
     assert first_id
@@ -329,8 +329,8 @@ def test_first_run_starts_the_standin_gateway_and_a_rerun_changes_nothing(box, g
     assert FAKE_KEY not in output(again)
     assert_key_private(box)
 
-    # The deploy restages the .env (render.render_gateway_env); a rerun after that changes nothing either.
-    (gateway_dir / ".env").write_text(render.render_gateway_env(settings, box.hostname))
+    # The deploy restages the .env (gateway_plan.render_gateway_env); a rerun after that changes nothing either.
+    (gateway_dir / ".env").write_text(gateway_plan.render_gateway_env(settings, box.hostname))
     third = box.run("--yes", "--skip-gpu-check")
     assert_ok(third)
     assert box.container_id() == first_id

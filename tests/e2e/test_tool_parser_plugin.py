@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.parser_compare import OURS, corpus, run_in_serving_image
-from lorafleet.deploy import render
+
 from lorafleet.deploy.settings import Secrets, build_settings
 from lorafleet.functiongemma import END, START, parse_calls, render_call
+from lorafleet.deploy import stack
 from tests.conftest import group_data
 
 # The demo model's real tokenizer, where a deploy or the e2e scenario built it.
@@ -69,7 +70,7 @@ def case(text: str, chunks, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def serving_image(local_data_module) -> str:
-    wanted = render.serving_image(build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin")))
+    wanted = stack.serving_image(build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin")))
     listed = subprocess.run(["docker", "images", "lorafleet/vllm-cpu", "--format", "{{.Repository}}:{{.Tag}}"],
                             capture_output=True, text=True, check=False).stdout.split()
     image = wanted if wanted in listed else next(iter(listed), None)

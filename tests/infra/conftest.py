@@ -14,8 +14,9 @@ import pytest
 import requests
 import testinfra
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.tools.targets import Target, api_key, load_targets
+from lorafleet.deploy import stack
 
 
 def pytest_addoption(parser):
@@ -62,7 +63,7 @@ def host(pytestconfig, target):
 
 @pytest.fixture(scope="session")
 def container(target) -> str:
-    return render.container_name(target.settings)
+    return stack.container_name(target.settings)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from inventories.dry_run import _FIRST_TIME_BOX as FIRST_TIME_BOX
-from lorafleet.deploy import render
+
 from lorafleet.deploy.settings import Secrets, build_settings
+from lorafleet.deploy import hashing
+from lorafleet.deploy.serving import plan as serving_plan
+from lorafleet.deploy import stack
 from tests.conftest import group_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,24 +38,24 @@ def stat_line(path: str, kind: str = "-") -> str:
     return f"user=root group=root mode={kind}rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"
 
 
-def deployed_box(served=None, engine=None, env_applied=None, managed=()) -> tuple[dict, dict]:
+def deployed_box(served=None, server_hash=None, env_applied=None, managed=()) -> tuple[dict, dict]:
     """Host data whose fake facts describe a box serving what the settings declare, with changes."""
     data = {**group_data("gpu"), "adapters": ADAPTERS, "endpoint_host": "function-gemma-server"}
     s = build_settings(data, Secrets(hf_token=HF_TOKEN, api_key=API_KEY))
-    p = render.paths(s)
+    p = stack.paths(s)
     versions = {a.name: f"{a.source}@{a.revision}" for a in s.adapters}
-    files = {p.compose_file: render.render_compose(s), p.manifest: render.render_manifest(s, versions)}
+    files = {p.compose_file: serving_plan.render_compose(s), p.manifest: serving_plan.render_manifest(s, versions)}
     served = {n: versions[n] for n in versions} if served is None else served
     responses = {
         **FIRST_TIME_BOX,
-        f"docker image inspect --format '{{{{.Id}}}}' {render.serving_image(s)}": ["sha256:abc"],
+        f"docker image inspect --format '{{{{.Id}}}}' {stack.serving_image(s)}": ["sha256:abc"],
         "nvidia-smi": ["GPU 0: NVIDIA (UUID: GPU-1)", "gpu=ok"],
         "docker inspect --format '{{.State.Status}}": [
-            f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{engine or render.engine_hash(s)}",
+            f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{server_hash or serving_plan.server_hash(s)}",
             "gateway=gw|2026-11-26T00:00:00.0Z",
             "served=" + json.dumps({"served": sorted(served), "applied": served}),
         ],
-        f"cat {p.env_applied}": [env_applied or render.sha1_hex(render.render_env_file(s))],
+        f"cat {p.env_applied}": [env_applied or hashing.sha1_hex(serving_plan.render_env_file(s))],
         "-name .lorafleet-source": list(managed),
     }
     for name in versions:
@@ -62,7 +65,7 @@ def deployed_box(served=None, engine=None, env_applied=None, managed=()) -> tupl
         responses[f"test -e {folder} || test -L {folder} ) || ( stat"] = [stat_line(folder, "d")]
     for path, text in files.items():
         responses[f"test -e {path} || test -L {path} ) || ( stat"] = [stat_line(path)]
-        responses[f"sha1sum {path} 2>"] = [f"{render.sha1_hex(text)}  {path}"]
+        responses[f"sha1sum {path} 2>"] = [f"{hashing.sha1_hex(text)}  {path}"]
     data.update(fake_delay=0, fake_delay_jitter=0, fake_responses=responses)
     return data, versions
 
@@ -99,8 +102,8 @@ def test_nothing_changed_changes_nothing_that_serves(tmp_path):
     assert not executed(output, START) and not executed(output, SYNC)
 
 
-def test_stale_engine_starts_vllm_without_forcing(tmp_path):
-    ran, output = deploy(tmp_path, deployed_box(engine="an-older-engine")[0])
+def test_stale_server_starts_vllm_without_forcing(tmp_path):
+    ran, output = deploy(tmp_path, deployed_box(server_hash="an-older-server")[0])
     [start] = executed(output, START)
     assert "--force-recreate" not in start
 

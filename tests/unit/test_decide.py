@@ -6,17 +6,17 @@ import pytest
 
 from lorafleet.deploy.decide import ServingFacts, decide
 
-ENGINE = "engine-now"
+SERVER = "server-now"
 ENV = "env-now"
 VERSIONS = {"sql": "v2", "email": "v1"}
 HEALTHY = ServingFacts(
-    exists=True, running=True, healthy=True, engine=ENGINE, served=("email", "sql"),
+    exists=True, running=True, healthy=True, server_hash=SERVER, served=("email", "sql"),
     applied={"sql": "v2", "email": "v1"}, env_applied=ENV,
 )
 
 
 def run(facts: ServingFacts, **kw):
-    return decide(facts, engine_hash=kw.get("engine", ENGINE), env_hash=kw.get("env", ENV), versions=kw.get("versions", VERSIONS))
+    return decide(facts, server_hash=kw.get("server_hash", SERVER), env_hash=kw.get("env", ENV), versions=kw.get("versions", VERSIONS))
 
 
 def replace(**changes) -> ServingFacts:
@@ -37,17 +37,17 @@ def test_first_deploy_starts():
 @pytest.mark.parametrize("changes, reason", [
     ({"running": False, "healthy": False}, "not running"),
     ({"healthy": False}, "not healthy"),
-    ({"engine": "engine-before"}, "not from the current engine"),
+    ({"server_hash": "server-before"}, "not from the current server hash"),
 ])
-def test_stale_or_down_engine_starts_without_forcing_a_new_container(changes, reason):
+def test_stale_or_down_server_starts_without_forcing_a_new_container(changes, reason):
     d = run(replace(**changes))
     assert d.start and not d.recreate
     assert any(reason in r for r in d.reasons)
 
 
 def test_failed_start_rolled_back_is_started_again_on_the_next_deploy():
-    # start.sh put the last good compose file back: the running container has the old engine label.
-    d = run(replace(engine="engine-last-good"))
+    # start.sh put the last good compose file back: the running container has the old server hash label.
+    d = run(replace(server_hash="server-last-good"))
     assert d.start and not d.sync
 
 
@@ -90,16 +90,16 @@ def test_served_unknown_does_not_sync():
 
 
 def test_from_fact_reads_the_fact_shape():
-    fact = {"exists": True, "running": True, "healthy": True, "engine": ENGINE, "network_stale": False,
+    fact = {"exists": True, "running": True, "healthy": True, "server_hash": SERVER, "network_stale": False,
             "served": ["sql", "email"], "applied": {"sql": "v2", "email": "v1"}}
     assert run(ServingFacts.from_fact(fact, env_applied=ENV)) == run(HEALTHY)
 
 
 def test_from_fact_keeps_every_field():
-    fact = {"exists": True, "running": True, "healthy": False, "engine": "e1", "network_stale": True,
+    fact = {"exists": True, "running": True, "healthy": False, "server_hash": "e1", "network_stale": True,
             "served": ["sql"], "applied": {"sql": "v2"}}
     assert ServingFacts.from_fact(fact, env_applied="h") == ServingFacts(
-        exists=True, running=True, healthy=False, engine="e1", network_stale=True, served=("sql",),
+        exists=True, running=True, healthy=False, server_hash="e1", network_stale=True, served=("sql",),
         applied={"sql": "v2"}, env_applied="h")
     assert ServingFacts.from_fact({"exists": False}, env_applied="") == ServingFacts()
 
@@ -107,7 +107,7 @@ def test_from_fact_keeps_every_field():
 @pytest.mark.parametrize("facts, reasons", [
     (replace(running=False, healthy=False), ("vLLM is not running",)),
     (replace(healthy=False), ("vLLM is not healthy",)),
-    (replace(engine="old"), ("the container is not from the current engine (image, weights, flags or entrypoint)",)),
+    (replace(server_hash="old"), ("the container is not from the current server hash (image, weights, flags or entrypoint)",)),
     (replace(network_stale=True), ("the gateway was recreated or restarted: vLLM lost its network",)),
     (replace(served=("sql",)), ("the served adapters differ from the declared ones",)),
     (replace(applied={"sql": "v1", "email": "v1"}), ("an adapter's loaded version differs from the manifest",)),

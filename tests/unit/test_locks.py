@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from lorafleet import locks
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
+from lorafleet.deploy import stack
 from tests.conftest import group_data
 from tests.support.docker_env import in_ci
 
@@ -101,7 +102,7 @@ def test_each_image_installs_its_lock_without_resolving(spec):
 
 
 def test_the_cuda_image_and_the_cpu_lock_pin_the_same_vllm():
-    assert group_data()["cuda_image"].endswith(f":v{render.cpu_vllm_version()}")
+    assert group_data()["cuda_image"].endswith(f":v{stack.cpu_vllm_version()}")
 
 
 def _index_problem() -> str | None:

@@ -8,7 +8,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.adapters.folder import folder_version
 from lorafleet.deploy.credentials import state_dir
 from lorafleet.deploy.facts import ManagedFolders
@@ -17,6 +17,9 @@ from lorafleet.deploy.ops import live
 from lorafleet.deploy.layout import PROJECT_ROOT
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.models.deployer import marker_is
+from lorafleet.deploy.adapters import plan as adapters_plan
+from lorafleet.deploy.models import plan as models_plan
+from lorafleet.deploy import stack
 
 
 # Digests of laptop adapter files by size and mtime: an unchanged 2 GB weights file is not read on every run.
@@ -45,17 +48,17 @@ def ensure(s: Settings, engine: EngineView = SAME_PATHS) -> dict[str, str]:
             if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
                 server.shell(
                     name=f"Download and check adapter {adapter.name} ({wanted})",
-                    commands=[live(render.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name, engine=engine))],
+                    commands=[live(models_plan.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name, engine=engine))],
                 )
             versions[adapter.name] = wanted
         else:
-            wanted = f"demo:{render.demo_inputs_hash(s)}"
+            wanted = f"demo:{stack.demo_inputs_hash(s)}"
             if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
-                server.shell(name=f"Install demo adapter {adapter.name}", commands=[render.demo_adapter_command(s, adapter.name, wanted)])
+                server.shell(name=f"Install demo adapter {adapter.name}", commands=[adapters_plan.demo_adapter_command(s, adapter.name, wanted)])
             versions[adapter.name] = wanted
         files.link(
             name=f"Link adapter {adapter.name} at its version's path",
-            path=render.version_link(s, adapter.name, versions[adapter.name]),
+            path=stack.version_link(s, adapter.name, versions[adapter.name]),
             target=f"../{adapter.name}",
         )
     return versions

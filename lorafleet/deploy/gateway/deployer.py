@@ -11,16 +11,18 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.operations import files
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.gateway import plan as gateway_plan
+from lorafleet.deploy import stack
 
 
 def stage(s: Settings) -> None:
     if s.network_mode != "gateway":
         return
-    folder = render.paths(s).gateway_dir
+    folder = stack.paths(s).gateway_dir
     for name, source in sorted(layout.GATEWAY_FILES.items()):
         files.put(name=f"Stage the gateway's {name}", src=shipped(source), dest=f"{folder}/{name}")
-    env = render.render_gateway_env(s, s.endpoint_host or host.name.removeprefix("@ssh/"), s.tailscale_advertise_tags)
+    env = gateway_plan.render_gateway_env(s, s.endpoint_host or host.name.removeprefix("@ssh/"), s.tailscale_advertise_tags)
     files.put(name="Stage the gateway's .env", src=StringIO(env), dest=f"{folder}/.env")

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.facts import ImageId
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.image import plan as image_plan
+from lorafleet.deploy import stack
 
 
 def ensure(s: Settings) -> None:
-    image = render.serving_image(s)
+    image = stack.serving_image(s)
     present = bool(host.get_fact(ImageId, image=image))
     if s.profile == "cpu":
         for name, source in sorted(layout.CPU_BUILD_FILES.items()):
             files.put(name=f"Upload the CPU image's {name}", src=shipped(source),
-                      dest=f"{render.paths(s).cpu_build_dir}/{name}")
+                      dest=f"{stack.paths(s).cpu_build_dir}/{name}")
         if not present:
-            server.shell(name=f"Build the serving image {image}", commands=[live(render.cpu_build_command(s))])
+            server.shell(name=f"Build the serving image {image}", commands=[live(image_plan.cpu_build_command(s))])
         return
     if not present:
         pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])

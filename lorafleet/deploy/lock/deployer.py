@@ -16,10 +16,11 @@ from pyinfra import host, logger
 from pyinfra.api import QuoteString
 from pyinfra.operations import server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.facts import DeployLockHolder
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy import stack
 
 LOCK_SCRIPT = layout.LOCK_SCRIPT
 
@@ -55,7 +56,7 @@ def _run(name: str, *args: str) -> None:
 
 
 def acquire(s: Settings) -> None:
-    lock_dir = render.paths(s).lock_dir
+    lock_dir = stack.paths(s).lock_dir
     holder = host.get_fact(DeployLockHolder, path=lock_dir)
     if holder and (s.break_deploy_lock or is_stale(holder, socket.gethostname(), _pid_alive)):
         why = "break_deploy_lock is set" if s.break_deploy_lock else "its deploy from this laptop is gone"
@@ -65,4 +66,4 @@ def acquire(s: Settings) -> None:
 
 
 def release(s: Settings) -> None:
-    _run("Release the deploy lock", "release", render.paths(s).lock_dir, OWNER)
+    _run("Release the deploy lock", "release", stack.paths(s).lock_dir, OWNER)

@@ -6,10 +6,12 @@ from pyinfra import host
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.models import plan as models_plan
+from lorafleet.deploy import stack
 
 
 def marker_is(path: str, expected: str) -> bool:
@@ -23,13 +25,13 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
         if not marker_is(f"{s.base_model_dir}/{layout.SOURCE_MARKER}", wanted):
             server.shell(
                 name=f"Download the base model {wanted}",
-                commands=[live(render.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir, engine=engine))],
+                commands=[live(models_plan.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir, engine=engine))],
             )
     elif s.base_model_source == "upload":
         files.sync(name=f"Upload the base model from {s.base_model}", src=s.base_model, dest=s.base_model_dir, delete=False)
     else:
-        p = render.paths(s)
+        p = stack.paths(s)
         for name, source in layout.DEMO_FILES.items():
             files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_dir}/{name}")
-        if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", render.demo_inputs_hash(s)):
-            server.shell(name="Build the demo model and adapters", commands=[live(render.demo_build_command(s, engine))])
+        if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", stack.demo_inputs_hash(s)):
+            server.shell(name="Build the demo model and adapters", commands=[live(models_plan.demo_build_command(s, engine))])

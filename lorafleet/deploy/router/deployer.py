@@ -12,17 +12,18 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ContainerRunning, ImageId
 from lorafleet.deploy.fleet import Fleet, render_router_config
 from lorafleet.deploy.ops import SecretText, live, secret_file, shipped
 from lorafleet.deploy.router import plan
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy import stack
 
 
 def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
-    p = render.paths(s)
+    p = stack.paths(s)
     for folder in (p.router_dir, p.router_build_dir):
         files.directory(name=f"Ensure folder {folder}", path=folder, present=True)
     files.directory(name=f"Ensure private folder {p.router_run_dir}", path=p.router_run_dir, mode="700", present=True)

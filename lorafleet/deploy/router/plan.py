@@ -9,8 +9,9 @@ import yaml
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.fleet import Fleet, slug
-from lorafleet.deploy.render import host_script, paths, sha256_hex
+from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.stack import host_script, paths
 
 
 def project(s: Settings) -> str:
@@ -24,7 +25,7 @@ def container(s: Settings) -> str:
 
 def image(s: Settings) -> str:
     """The router image, tagged by what it is built from (the pinned lock, the Dockerfile, the base)."""
-    inputs = [path.read_bytes() for _, path in sorted(layout.ROUTER_BUILD_FILES.items())]
+    inputs = [shipped_bytes(path) for _, path in sorted(layout.ROUTER_BUILD_FILES.items())]
     return f"lorafleet/router:{sha256_hex(*inputs, s.cpu_base_image)}"
 
 

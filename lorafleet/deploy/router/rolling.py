@@ -1,4 +1,4 @@
-"""Rolling engine changes: one box at a time, out of the router's rotation while it restarts.
+"""Rolling server changes: one box at a time, out of the router's rotation while it restarts.
 
 For a box whose running vLLM must be recreated (image, weights, flags, key), the
 start becomes one operation run host by host (`_serial`): the router reloads a
@@ -15,10 +15,10 @@ from io import BytesIO
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 
-from lorafleet.deploy import render
 from lorafleet.deploy.fleet import Fleet, render_router_config
 from lorafleet.deploy.ops import SecretText
 from lorafleet.deploy.router import plan
+from lorafleet.deploy import stack
 
 # vLLM's own count of requests in flight, read inside its container (its port from the environment).
 _IN_FLIGHT = (
@@ -65,7 +65,7 @@ def _roll(state, host, start_command: str, container: str, fleet: Fleet, box: st
 
 def _reload(router, rs, fleet: Fleet, drained: frozenset[str] = frozenset()) -> bool:
     """Write the router's configuration (without `drained`), SIGHUP it and wait until it serves that."""
-    p = render.paths(rs)
+    p = stack.paths(rs)
     content = SecretText(render_router_config(fleet, drained))
     temp = router.get_temp_filename(p.router_config, temp_directory=p.router_run_dir)
     if not router.put_file(BytesIO(content.data), p.router_config, remote_temp_filename=temp):

@@ -9,7 +9,7 @@ from pyinfra import host, logger
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.facts import ServingState
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
@@ -17,28 +17,32 @@ from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.router.rolling import rolling_start
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy import hashing
+from lorafleet.deploy.serving import plan as serving_plan
+from lorafleet.deploy import stack
+from lorafleet.deploy.fleet import endpoint_url
 
 
 def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS, fleet: Fleet | None = None) -> None:
-    p = render.paths(s)
-    container = render.container_name(s)
+    p = stack.paths(s)
+    container = stack.container_name(s)
     state = host.get_fact(ServingState, container=container, gateway=s.gateway_container if s.network_mode == "gateway" else "")
 
     manifest = files.put(
-        name="Write the adapter manifest", src=StringIO(render.render_manifest(s, versions)), dest=p.manifest
+        name="Write the adapter manifest", src=StringIO(serving_plan.render_manifest(s, versions)), dest=p.manifest
     )
-    compose = files.put(name="Render the serving compose project", src=StringIO(render.render_compose(s, engine)), dest=p.compose_file)
+    compose = files.put(name="Render the serving compose project", src=StringIO(serving_plan.render_compose(s, engine)), dest=p.compose_file)
 
     applied = host.get_fact(FileContents, path=p.env_applied) or [""]
     decision = decide(
         ServingFacts.from_fact(state, env_applied=applied[0].strip()),
-        engine_hash=render.engine_hash(s),
-        env_hash=render.sha1_hex(render.render_env_file(s)),
+        server_hash=serving_plan.server_hash(s),
+        env_hash=hashing.sha1_hex(serving_plan.render_env_file(s)),
         versions=versions,
     )
     for reason in decision.reasons:
         logger.info(f"{host.name}: {reason}")
-    start = render.start_with_rollback_command(s, force_recreate=decision.recreate)
+    start = serving_plan.start_with_rollback_command(s, force_recreate=decision.recreate)
     if fleet and state["running"]:
         # A box that serves now restarts only out of the router's rotation, one box at a time.
         up = rolling_start(
@@ -62,13 +66,13 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
         commands=[shlex.join(["docker", "exec", container, "python3", layout.container_script("sync_adapters.py"), "--verify"])],
         _if=lambda: up.did_change() or sync.did_change(),
     )
-    logger.info(f"{host.name}: the endpoint is {render.endpoint_url(s, host.name)}")
+    logger.info(f"{host.name}: the endpoint is {endpoint_url(s, host.name)}")
     # Only after a run that started or synced vLLM: an unchanged second run stays at zero changes.
     if not fleet:  # a fleet is called through its router, which prints its own
         python.call(name="Print the next commands", function=_print_next, s=s, host_name=host.name, _if=verify.did_change)
 
 
 def _print_next(s: Settings, host_name: str) -> None:
-    logger.info(f"{host_name}: serving at {render.endpoint_url(s, host_name)}; try:")
-    for line in render.next_commands(s, host_name):
+    logger.info(f"{host_name}: serving at {endpoint_url(s, host_name)}; try:")
+    for line in serving_plan.next_commands(s, host_name):
         logger.info(f"    {line}")

@@ -9,8 +9,12 @@ import subprocess
 import pytest
 import yaml
 
-from lorafleet.deploy import layout, render
+from lorafleet.deploy import layout
 from lorafleet.deploy.settings import Secrets, build_settings
+from lorafleet.deploy.gateway import plan as gateway_plan
+from lorafleet.deploy.models import plan as models_plan
+from lorafleet.deploy.serving import plan as serving_plan
+from lorafleet.deploy import stack
 
 SECRETS = Secrets(hf_token="hf_render_test_token", api_key="render-test-api-key")
 
@@ -26,12 +30,12 @@ def local(local_data):
 
 
 def service(s):
-    return yaml.safe_load(render.render_compose(s))["services"]["vllm"]
+    return yaml.safe_load(serving_plan.render_compose(s))["services"]["vllm"]
 
 
 def test_vllms_own_parser_can_still_be_chosen(gpu_data):
     s = build_settings({**gpu_data, "tool_call_parser": "functiongemma"}, Secrets(hf_token="hf_x", api_key="k"))
-    args = render.vllm_args(s)
+    args = serving_plan.vllm_args(s)
     assert args[args.index("--tool-call-parser") + 1] == "functiongemma" and "--tool-parser-plugin" not in args
 
 
@@ -79,11 +83,11 @@ def test_environment_and_volumes_keep_path_parity(gpu):
 
 
 def test_secrets_reach_only_the_env_file(gpu):
-    compose = render.render_compose(gpu)
+    compose = serving_plan.render_compose(gpu)
     assert "hf_render_test_token" not in compose and "render-test-api-key" not in compose
-    assert render.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
-    assert render.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
-    assert f"--hub-env {gpu.stack_dir}/secrets/hub.env" in render.hub_download_command(gpu, "a/b", "main", "/x/b")
+    assert serving_plan.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
+    assert models_plan.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
+    assert f"--hub-env {gpu.stack_dir}/secrets/hub.env" in models_plan.hub_download_command(gpu, "a/b", "main", "/x/b")
 
 
 def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path):
@@ -91,25 +95,25 @@ def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path)
 
     before = build_settings(gpu_data, SECRETS)
     after = build_settings({**gpu_data, "adapters": [{"name": "sql", "path": make_adapter(tmp_path)}]}, SECRETS)
-    assert render.render_compose(before) == render.render_compose(after)
-    assert render.render_manifest(before, {}) != render.render_manifest(after, {"sql": "v1"})
-    entry = render.manifest(after, {"sql": "v1"})["adapters"][0]
+    assert serving_plan.render_compose(before) == serving_plan.render_compose(after)
+    assert serving_plan.render_manifest(before, {}) != serving_plan.render_manifest(after, {"sql": "v1"})
+    entry = serving_plan.manifest(after, {"sql": "v1"})["adapters"][0]
     assert (entry["name"], entry["version"]) == ("sql", "v1")
     assert entry["path"].startswith(f"{after.adapters_root}/.versions/sql@")
-    assert render.manifest(after, {"sql": "v2"})["adapters"][0]["path"] != entry["path"], (
+    assert serving_plan.manifest(after, {"sql": "v2"})["adapters"][0]["path"] != entry["path"], (
         "new weights load under a new path, so vLLM's prefix cache cannot serve KV of the old ones"
     )
 
 
 def test_engine_changes_change_the_compose(gpu_data):
-    a = render.render_compose(build_settings(gpu_data, SECRETS))
-    b = render.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
+    a = serving_plan.render_compose(build_settings(gpu_data, SECRETS))
+    b = serving_plan.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
     assert a != b
 
 
 def test_cpu_image_tag_follows_its_inputs(local_data):
-    a = render.serving_image(build_settings(local_data, SECRETS))
-    b = render.serving_image(build_settings({**local_data, "cpu_base_image": "other:1"}, SECRETS))
+    a = stack.serving_image(build_settings(local_data, SECRETS))
+    b = stack.serving_image(build_settings({**local_data, "cpu_base_image": "other:1"}, SECRETS))
     assert a != b
 
 
@@ -137,10 +141,10 @@ docker_compose = pytest.mark.skipif(
 @pytest.mark.parametrize("group", ["gpu", "local"])
 def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tmp_path):
     s = gpu if group == "gpu" else local
-    (tmp_path / "compose.yaml").write_text(render.render_compose(s))
+    (tmp_path / "compose.yaml").write_text(serving_plan.render_compose(s))
     env_file = tmp_path / "serving.env"
-    env_file.write_text(render.render_env_file(s))
-    text = (tmp_path / "compose.yaml").read_text().replace(render.paths(s).env_file, str(env_file))
+    env_file.write_text(serving_plan.render_env_file(s))
+    text = (tmp_path / "compose.yaml").read_text().replace(stack.paths(s).env_file, str(env_file))
     (tmp_path / "compose.yaml").write_text(text)
     result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],
                             capture_output=True, text=True)
@@ -154,7 +158,7 @@ def test_docker_compose_config_accepts_the_gateway_project(gpu, tmp_path):
     stack = tmp_path / "stack"
     (stack / "secrets").mkdir(parents=True)
     (stack / "secrets" / "gateway.env").write_text("TS_AUTHKEY=tskey-test\n")
-    (tmp_path / ".env").write_text(render.render_gateway_env(gpu, "function-gemma-server").replace(gpu.stack_dir, str(stack)))
+    (tmp_path / ".env").write_text(gateway_plan.render_gateway_env(gpu, "function-gemma-server").replace(gpu.stack_dir, str(stack)))
     result = subprocess.run(["docker", "compose", "--project-directory", str(tmp_path), "config", "--quiet"],
                             capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr
@@ -165,7 +169,7 @@ def test_a_template_that_drops_a_setting_is_caught_before_upload(gpu, tmp_path, 
     broken.write_text(layout.COMPOSE_TEMPLATE.read_text().replace("    env_file: [{{ env_file | tojson }}]\n", ""))
     monkeypatch.setattr(layout, "COMPOSE_TEMPLATE", broken)
     with pytest.raises(AssertionError, match="env_file"):
-        render.render_compose(gpu)
+        serving_plan.render_compose(gpu)
 
 
 def test_vllm_runs_under_an_init_that_reaps_its_engine_processes(local, gpu):

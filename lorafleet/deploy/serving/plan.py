@@ -1,0 +1,175 @@
+"""The serving stack's plan: pure functions from settings to what lands on the host.
+
+The compose file, the secrets env file, the vLLM arguments, the adapter manifest and the
+commands that start it are computed from `Settings` alone, so unit tests call them directly
+and the deployer only moves their output onto the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import jinja2
+import yaml
+
+from lorafleet.deploy import layout
+from lorafleet.deploy.engine import SAME_PATHS, EngineView
+from lorafleet.deploy.fleet import endpoint_url
+from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
+from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.stack import base_model_identity, container_name, host_script, paths, serving_image, version_link
+
+
+def vllm_args(s: Settings) -> list[str]:
+    """The `vllm serve` arguments; adapters are added at start-up from the manifest."""
+    args = [
+        s.base_model_dir,
+        "--served-model-name", s.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(s.port),
+        "--enable-lora",
+        "--max-loras", str(s.max_loras),
+        "--max-lora-rank", str(s.max_lora_rank),
+        "--max-cpu-loras", str(s.max_cpu_loras),
+        "--max-num-seqs", str(s.max_num_seqs),
+        "--max-model-len", str(s.max_model_len),
+    ]
+    # On by default in vLLM's V1 engine; explicit so a future default change cannot silently drop them.
+    if s.enable_prefix_caching:
+        args.append("--enable-prefix-caching")
+    if s.enable_chunked_prefill:
+        args.append("--enable-chunked-prefill")
+    if s.enable_tool_calling:
+        if s.tool_call_parser == layout.PROJECT_TOOL_PARSER:
+            args += ["--tool-parser-plugin", layout.container_script("functiongemma_tool_parser.py")]
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    if s.profile == "cuda":
+        args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+    return args + list(s.extra_vllm_args)
+
+
+def vllm_environment(s: Settings) -> dict[str, str]:
+    """Non-secret environment of the vLLM container."""
+    env = {
+        "HF_HOME": f"{s.cache_root}/huggingface",
+        "VLLM_CACHE_ROOT": f"{s.cache_root}/vllm",
+        # Models are fetched by the deploy, never by the server at start-up.
+        "HF_HUB_OFFLINE": "1",
+        # Lets the deploy add and remove adapters on the running server (zero downtime).
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "LORAFLEET_MANIFEST": layout.CONTAINER_MANIFEST,
+        "LORAFLEET_PORT": str(s.port),
+    }
+    if s.profile == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kvcache_space_gib)
+        # Measured (benchmarks/adapter_change.py): adding an adapter under full load took 77 s at normal
+        # priority, 32 s at nice 10; alone on the machine vLLM loses nothing by it.
+        env["LORAFLEET_NICE"] = "10"
+    env.update(dict(s.vllm_env))
+    return env
+
+
+def volumes(s: Settings, engine: EngineView = SAME_PATHS) -> list[str]:
+    """Storage roots inside vLLM at the paths the deploy writes them, bound from the engine's view; serve files read-only."""
+    return [
+        engine.bind(s.models_root, mode="ro"),
+        engine.bind(s.adapters_root, mode="ro"),
+        engine.bind(s.cache_root),
+        engine.bind(paths(s).serve_dir, layout.CONTAINER_SERVE_DIR, "ro"),
+    ]
+
+
+def serve_files_hash() -> str:
+    return sha256_hex(*(shipped_bytes(p) for _, p in sorted(layout.SERVE_FILES.items())))
+
+
+def server_hash(s: Settings) -> str:
+    """Changes exactly when the vLLM container must be recreated: image, weights, flags, environment, entrypoint."""
+    return sha256_hex(serving_image(s), base_model_identity(s), json.dumps(vllm_args(s)),
+                      json.dumps(vllm_environment(s)), serve_files_hash())
+
+
+def render_compose(s: Settings, engine: EngineView = SAME_PATHS) -> str:
+    """The serving compose project. Changes only with the engine (image, base model, flags)."""
+    args = vllm_args(s)
+    environment = vllm_environment(s)
+    image = serving_image(s)
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(layout.COMPOSE_TEMPLATE.parent)), undefined=jinja2.StrictUndefined, autoescape=False
+    ).get_template(layout.COMPOSE_TEMPLATE.name)
+    text = template.render(
+        s=s,
+        image=image,
+        container=container_name(s),
+        args=args,
+        environment=environment,
+        env_file=paths(s).env_file,
+        volumes=volumes(s, engine),
+        entrypoint=layout.container_script("entrypoint.py"),
+        # The label makes compose recreate the container when the weights or the entrypoint change too. It keeps
+        # its first name, lorafleet.engine: a new name would recreate every deployed server once, for nothing.
+        server_hash=server_hash(s),
+    ) + "\n"
+    check_compose(text, s, engine)
+    return text
+
+
+def check_compose(text: str, s: Settings, engine: EngineView = SAME_PATHS) -> None:
+    """Read the rendered file back as compose will: what the template meant is what lands, and no secret."""
+    vllm = yaml.safe_load(text)["services"]["vllm"]
+    expected = {"image": serving_image(s), "command": vllm_args(s), "environment": vllm_environment(s),
+                "volumes": volumes(s, engine), "env_file": [paths(s).env_file]}
+    wrong = [key for key, value in expected.items() if vllm.get(key) != value]
+    secrets = [v for v in (s.secrets.api_key, s.secrets.hf_token) if v and v in text]
+    if wrong or secrets:
+        raise AssertionError(f"lorafleet: the rendered compose file is wrong in {wrong or 'its secrets'}: a bug, please report it")
+
+
+def render_env_file(s: Settings) -> str:
+    """vLLM's secrets env file (0600 on the host)."""
+    lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
+    if s.secrets.api_key:
+        # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
+        lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
+    return "\n".join(lines) + "\n"
+
+
+def manifest(s: Settings, versions: dict[str, str]) -> dict:
+    """The adapter manifest vLLM's entrypoint loads at start-up and the sync applies at runtime."""
+    return {
+        "base_model": s.served_model_name,
+        "adapters": [
+            {"name": a.name, "path": version_link(s, a.name, versions[a.name]), "version": versions[a.name]}
+            for a in s.adapters
+        ],
+    }
+
+
+def render_manifest(s: Settings, versions: dict[str, str]) -> str:
+    return json.dumps(manifest(s, versions), indent=2, sort_keys=True) + "\n"
+
+
+def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> str:
+    """`compose up --wait` (start.sh); if vLLM is not healthy in time, the last good compose file comes back."""
+    p = paths(s)
+    args = ["bash", host_script(s, "start.sh"), "--compose-file", p.compose_file, "--project", s.compose_project,
+            "--container", container_name(s), "--timeout", str(s.health_timeout_seconds),
+            "--last-good", p.last_good, "--failed", p.failed, "--env-file", p.env_file, "--env-applied", p.env_applied]
+    if force_recreate:
+        args.append("--force-recreate")
+    return shlex.join(args)
+
+
+def next_commands(s: Settings, host_name: str) -> list[str]:
+    """What a newcomer can paste after a deploy: the check, and one request to an adapter. Never the key."""
+    endpoint = endpoint_url(s, host_name)
+    model = s.adapters[0].name if s.adapters else s.served_model_name
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})
+    return [
+        f"lorafleet check --url {endpoint}",
+        f"curl -s {endpoint}/chat/completions -H \"Authorization: Bearer $LORAFLEET_API_KEY\" "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "  (the key: LORAFLEET_API_KEY from your environment or .secrets.env, else the one the deploy keeps in .state/api-key)",
+        f"models: {', '.join([s.served_model_name, *(a.name for a in s.adapters)])}",
+    ]
