@@ -18,7 +18,8 @@ import json
 import sys
 import time
 
-from lorafleet.tools.eval import evaluate, summarise, table
+from lorafleet.tools.eval import evaluate, table
+from lorafleet.train.score import summarise
 from lorafleet.train import sample
 from lorafleet.train.container import docker_command
 from lorafleet.train.data import load_examples, write_jsonl

@@ -6,7 +6,9 @@ import json
 import shlex
 from datetime import datetime, timezone
 
+from pyinfra import host
 from pyinfra.api import FactBase
+from pyinfra.facts.files import FileContents
 
 from lorafleet.deploy import layout
 
@@ -231,3 +233,9 @@ class ManagedFolders(FactBase):
 
     def process(self, output):
         return sorted(line.strip() for line in output if line.strip())
+
+
+def marker_is(path: str, expected: str) -> bool:
+    """Whether a marker file lorafleet wrote (layout's *_MARKER) says `expected` on its first line."""
+    lines = host.get_fact(FileContents, path=path)
+    return bool(lines) and lines[0].strip() == expected

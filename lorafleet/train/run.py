@@ -23,6 +23,7 @@ from lorafleet.train import card, lora
 from lorafleet.train.cli import base_name_for, options
 from lorafleet.train.data import DataError, Example, fingerprint, load_examples
 from lorafleet.train.prepare import STOP_TEXTS, prepare, template_render
+from lorafleet.train.score import score, summarise
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -162,8 +163,6 @@ def _pct(x) -> str:
 def offline_eval(model, tok, render, heldout: list[Example], device: str, max_new_tokens: int = 160) -> dict:
     """Greedy answers of the trained model to the held-out prompts, scored as ``lorafleet eval`` scores them."""
     import torch
-
-    from lorafleet.tools.eval import score, summarise
 
     stop_ids = sorted({i for t in STOP_TEXTS if (i := tok.convert_tokens_to_ids(t)) is not None
                        and i != tok.unk_token_id} | ({tok.eos_token_id} if tok.eos_token_id is not None else set()))

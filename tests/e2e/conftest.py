@@ -10,6 +10,8 @@ PROBLEM = docker_engine_problem()
 
 
 def pytest_collection_modifyitems(config, items):
+    # Speed, not correctness: the modules that need the shared SSH stack gone run after those that use it.
+    items.sort(key=lambda item: "ssh_stack_gone" in getattr(item, "fixturenames", ()))
     for item in items:
         if "/tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
@@ -42,12 +44,55 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+class SharedStack:
+    """The gateway-shaped SSH target that the e2e modules share: converged when a module first asks for it,
+    destroyed when a module needs the machine's two cores for itself (`ssh_stack_gone`) or at the session's end.
+
+    A module after the destruction that asks for it again gets a new one: slower, never wrong, so no
+    module's correctness depends on the order of the files.
+    """
+
+    def __init__(self, report):
+        self.report = report
+        self._context = None
+        self.scenario: Scenario | None = None
+
+    def get(self) -> Scenario:
+        if self.scenario is None:
+            # At the highest verbosity, with diffs: the secrets test reads this output.
+            self._context = converged("ssh", "-vvv", "--diff", report=self.report)
+            self.scenario = self._context.__enter__()
+        return self.scenario
+
+    def destroy(self) -> Scenario | None:
+        """Destroy the stack if there is one; the destroyed scenario (for its leftovers), or None."""
+        scenario, context = self.scenario, self._context
+        self.scenario, self._context = None, None
+        if context is not None:
+            context.__exit__(None, None, None)
+        return scenario
+
+
 @pytest.fixture(scope="session")
-def ssh_stack(report):
-    """The gateway-shaped SSH target, converged once and shared by every e2e module; destroyed last."""
-    # At the highest verbosity, with diffs: the secrets test reads this output.
-    with converged("ssh", "-vvv", "--diff", report=report) as scenario:
-        yield scenario
+def shared_ssh(report):
+    shared = SharedStack(report)
+    yield shared
+    shared.destroy()
+
+
+@pytest.fixture(scope="module")
+def ssh_stack(shared_ssh) -> Scenario:
+    """The shared SSH stack, converged (once, unless a module before destroyed it)."""
+    return shared_ssh.get()
+
+
+@pytest.fixture(scope="module")
+def ssh_stack_gone(shared_ssh) -> Scenario | None:
+    """For a module that runs stacks of its own: the shared SSH stack is destroyed first, and nothing of it is left."""
+    destroyed = shared_ssh.destroy()
+    if destroyed is not None:
+        assert destroyed.leftovers() == [], "the shared SSH stack left things behind"
+    return destroyed
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +111,7 @@ class Endpoint:
         self.adapters = [a["name"] for a in scenario.data["adapters"]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served_endpoint(ssh_stack) -> Endpoint:
     """The running CPU stack of the e2e scenario, for tests of the operator tools."""
     return Endpoint(ssh_stack)

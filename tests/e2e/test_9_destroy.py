@@ -1,6 +1,7 @@
-"""Last: the shared SSH scenario is destroyed, and nothing it made is left."""
+"""The shared SSH scenario is destroyed, and nothing it made is left (run alone, it converges one first)."""
 
 
-def test_destroy_removes_everything_the_ssh_scenario_made(ssh_stack):
-    ssh_stack.destroy()
-    assert ssh_stack.leftovers() == []
+def test_destroy_removes_everything_the_ssh_scenario_made(shared_ssh):
+    scenario = shared_ssh.get()
+    shared_ssh.destroy()
+    assert scenario.leftovers() == []

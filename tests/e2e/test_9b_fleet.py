@@ -2,7 +2,7 @@
 
 Two vLLM CPU stacks reached over SSH as the deploy reaches real boxes, and
 LiteLLM's proxy as the router (stand-ins: see tests/support/fleet.py).
-After test_9_destroy on purpose: with the shared SSH stack gone, only the
+The module asks for the shared SSH stack to be gone (`ssh_stack_gone`): only the
 fleet's two engines share this machine's two cores.
 """
 
@@ -24,7 +24,7 @@ from tests.support.scenario import API_KEY, ROOT, Scenario, sh
 
 
 @pytest.fixture(scope="module")
-def fleet(report):
+def fleet(report, ssh_stack_gone):
     with converged_fleet(report=report) as fleet:
         yield fleet
 

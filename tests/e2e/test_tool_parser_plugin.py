@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from lorafleet.deploy.settings import Secrets, build_settings
 from lorafleet.functiongemma import END, START, parse_calls, render_call
 from lorafleet.deploy import stack
 from tests.conftest import group_data
+from tests.support.docker_env import ensure_serving_image
 
 # The demo model's real tokenizer, where a deploy or the e2e scenario built it.
 DEMO_TOKENIZER = Path(group_data("local")["models_root"]) / "lorafleet-demo" / "base"
@@ -70,19 +69,12 @@ def case(text: str, chunks, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def serving_image(local_data_module) -> str:
-    wanted = stack.serving_image(build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin")))
-    listed = subprocess.run(["docker", "images", "lorafleet/vllm-cpu", "--format", "{{.Repository}}:{{.Tag}}"],
-                            capture_output=True, text=True, check=False).stdout.split()
-    image = wanted if wanted in listed else next(iter(listed), None)
-    if image is None:
-        pytest.skip("no lorafleet/vllm-cpu image on this engine: run the e2e scenario (tests/e2e) or a local deploy first")
-    return image
+    """The local target's serving image, built here when no deploy built it before (as a deploy would)."""
+    return ensure_serving_image(stack.serving_image(build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin"))))
 
 
 @pytest.fixture(scope="module")
 def local_data_module():
-    from tests.conftest import group_data
-
     return group_data("local")
 
 

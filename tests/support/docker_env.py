@@ -38,3 +38,19 @@ def docker_engine_problem() -> str | None:
 def in_ci() -> bool:
     """CI sets CI=true: there a missing engine is a failure, never a skip."""
     return os.environ.get("CI", "").lower() == "true"
+
+
+def ensure_serving_image(image: str) -> str:
+    """The CPU serving image, built as the deploy builds it (files/image, its build.sh) when this engine lacks it."""
+    import tempfile
+
+    from lorafleet.deploy import layout
+
+    if sh("docker", "image", "inspect", image, check=False).returncode == 0:
+        return image
+    base = local_base_image() or "python:3.11-slim"
+    with tempfile.TemporaryDirectory() as context:
+        for name, source in layout.CPU_BUILD_FILES.items():
+            shutil.copy(source, Path(context) / name)
+        sh("bash", str(layout.HOST_SCRIPTS["build.sh"]), image, context, f"BASE_IMAGE={base}", timeout=1800)
+    return image

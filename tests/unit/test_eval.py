@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lorafleet.tools import cli
-from lorafleet.tools.eval import score, summarise, table
+from lorafleet.tools.eval import table
+from lorafleet.train.score import score, summarise
 from lorafleet.train.data import same_json, write_jsonl
 from tests.support.fake_server import FakeConfig, running_fake_server
 

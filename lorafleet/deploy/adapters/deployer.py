@@ -11,12 +11,11 @@ from pyinfra.operations import files, server
 from lorafleet.deploy import layout
 from lorafleet.deploy.adapters.folder import folder_version
 from lorafleet.deploy.credentials import state_dir
-from lorafleet.deploy.facts import ManagedFolders
+from lorafleet.deploy.facts import ManagedFolders, marker_is
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.layout import PROJECT_ROOT
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.models.deployer import marker_is
 from lorafleet.deploy.adapters import plan as adapters_plan
 from lorafleet.deploy.models import plan as models_plan
 from lorafleet.deploy import stack

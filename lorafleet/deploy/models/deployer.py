@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from lorafleet.deploy import layout
+from lorafleet.deploy.facts import marker_is
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.models import plan as models_plan
 from lorafleet.deploy import stack
-
-
-def marker_is(path: str, expected: str) -> bool:
-    lines = host.get_fact(FileContents, path=path)
-    return bool(lines) and lines[0].strip() == expected
 
 
 def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:

@@ -55,10 +55,9 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
         commands=[plan.reload_command(s, *plan.expected(fleet))],
         _if=lambda: config.did_change() and not up.did_change(),
     )
-    for model in fleet.models:
-        if len(fleet.serving(model)) == 1 and len(fleet.boxes) > 1:
-            logger.warning(f"{host.name}: {model} is served by {fleet.serving(model)[0].name} alone: "
-                           "it is unavailable while that box restarts")
+    for box in fleet.boxes if len(fleet.boxes) > 1 else ():
+        for model in fleet.only_on(box.name):
+            logger.warning(f"{host.name}: {model} is served by {box.name} alone: it is unavailable while that box restarts")
     python.call(name="Print the fleet's endpoint", function=_print_endpoint, fleet=fleet, _if=up.did_change)
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.fleet import Fleet, slug
+from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.stack import host_script, paths
@@ -81,10 +81,6 @@ def ctl_command(s: Settings, *args: str) -> str:
 def reload_command(s: Settings, *wait: str) -> str:
     """SIGHUP the router (gunicorn's master is the container's first process), then wait until it serves the new config."""
     return f"{shlex.join(['docker', 'kill', '--signal', 'HUP', container(s)])} >/dev/null && {ctl_command(s, 'wait', *wait)}"
-
-
-def box_id(box: str) -> str:
-    return slug(box)
 
 
 def expected(fleet: Fleet, drained: frozenset[str] = frozenset()) -> list[str]:
