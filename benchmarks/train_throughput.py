@@ -19,10 +19,10 @@ import sys
 import time
 
 from lorafleet.tools.eval import evaluate, table
-from lorafleet.train.score import summarise
 from lorafleet.train import sample
 from lorafleet.train.container import docker_command
 from lorafleet.train.data import load_examples, write_jsonl
+from lorafleet.train.score import summarise
 from tests.support.scenario import API_KEY, converged, docker_engine_problem, sh
 
 

@@ -8,8 +8,7 @@ from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.api import QuoteString
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha1File
 
 from lorafleet.deploy import layout

@@ -12,11 +12,19 @@ import secrets
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
+from lorafleet.deploy import stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
-from lorafleet.deploy.facts import ContainerRunning, DockerVersions, EngineRoundTrip, GatewayContainer, GpuInContainer, ImageId, StorageRoots
+from lorafleet.deploy.facts import (
+    ContainerRunning,
+    DockerVersions,
+    EngineRoundTrip,
+    GatewayContainer,
+    GpuInContainer,
+    ImageId,
+    StorageRoots,
+)
 from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy import stack
 
 
 def check(s: Settings, routes: bool = False) -> EngineView:

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
+from lorafleet.deploy import hub, stack
 from lorafleet.deploy.ops import SecretText, secret_file
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.models import plan as models_plan
-from lorafleet.deploy.serving import plan as serving_plan
-from lorafleet.deploy import stack
 
 
 def upload(s: Settings) -> None:
     p = stack.paths(s)
     secret_file(
         name="Upload the secrets env file (0600)",
-        content=SecretText(serving_plan.render_env_file(s)),
+        content=SecretText(stack.render_env_file(s)),
         dest=p.env_file,
         temp_dir=p.secrets_dir,
     )
     secret_file(
         name="Upload the hub token env file (0600)",
-        content=SecretText(models_plan.render_hub_env_file(s)),
+        content=SecretText(hub.render_hub_env_file(s)),
         dest=p.hub_env_file,
         temp_dir=p.secrets_dir,
     )

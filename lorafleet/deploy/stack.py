@@ -68,3 +68,12 @@ def base_model_identity(s: Settings) -> str:
 def demo_inputs_hash(s: Settings) -> str:
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
     return sha256_hex(*(shipped_bytes(path) for path in layout.DEMO_FILES.values()), names, serving_image(s))
+
+
+def render_env_file(s: Settings) -> str:
+    """vLLM's secrets env file (0600 on the host)."""
+    lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
+    if s.secrets.api_key:
+        # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
+        lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
+    return "\n".join(lines) + "\n"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pyinfra.operations import files
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, stack
 from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy import stack
 
 
 def ensure(s: Settings) -> None:

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.credentials import resolve_secrets
-from lorafleet.deploy.fleet import Fleet
+from lorafleet.deploy.fleet import Fleet, endpoint_url
 from lorafleet.deploy.settings import Settings, build_settings
 from lorafleet.tools.endpoint import resolve_endpoint
-from lorafleet.deploy.fleet import endpoint_url
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ def train_command(args: argparse.Namespace) -> int:
                     "server serves the base under (e.g. google/functiongemma-270m-it); it goes into "
                     "adapter_config.json, where the deploy checks it")
     try:
+        import peft
         import torch
         import transformers
-        import peft
         from tqdm import tqdm
     except ImportError as exc:
         return fail(f"{exc.name} is not installed: pip install 'lorafleet[train]', or train in a container of the "

@@ -13,7 +13,6 @@ from typing import Any, Sequence
 from lorafleet.train.data import same_json
 
 
-
 def _same_calls(expected: Sequence[tuple[str, dict]], got: Sequence[tuple[str, Any]], with_args: bool) -> bool:
     if len(expected) != len(got):
         return False

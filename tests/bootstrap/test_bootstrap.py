@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from lorafleet.deploy import layout
-from lorafleet.deploy.layout import BOOTSTRAP
 from lorafleet.deploy.gateway import plan as gateway_plan
+from lorafleet.deploy.layout import BOOTSTRAP
 from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh
 
 ROOT = Path(__file__).resolve().parents[2]

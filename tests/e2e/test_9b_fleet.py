@@ -17,8 +17,7 @@ import uuid
 import pytest
 import requests
 
-from benchmarks.fleet import measure
-from tests.support.fleet import converged_fleet
+from tests.support.fleet import converged_fleet, measure
 from tests.support.load import BackgroundLoad
 from tests.support.scenario import API_KEY, ROOT, Scenario, sh
 

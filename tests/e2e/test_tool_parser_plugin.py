@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.parser_compare import OURS, corpus, run_in_serving_image
-
+from lorafleet.deploy import stack
 from lorafleet.deploy.settings import Secrets, build_settings
 from lorafleet.functiongemma import END, START, parse_calls, render_call
-from lorafleet.deploy import stack
 from tests.conftest import group_data
 from tests.support.docker_env import ensure_serving_image
+from tests.support.parser_cases import OURS, corpus, run_in_serving_image
 
 # The demo model's real tokenizer, where a deploy or the e2e scenario built it.
 DEMO_TOKENIZER = Path(group_data("local")["models_root"]) / "lorafleet-demo" / "base"

@@ -14,9 +14,8 @@ import pytest
 import requests
 import testinfra
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, stack
 from lorafleet.tools.targets import Target, api_key, load_targets
-from lorafleet.deploy import stack
 
 
 def pytest_addoption(parser):

@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 
 from inventories.dry_run import _FIRST_TIME_BOX as FIRST_TIME_BOX
-
-from lorafleet.deploy.settings import Secrets, build_settings
-from lorafleet.deploy import hashing
+from lorafleet.deploy import hashing, stack
 from lorafleet.deploy.serving import plan as serving_plan
-from lorafleet.deploy import stack
+from lorafleet.deploy.settings import Secrets, build_settings
 from tests.conftest import group_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +53,7 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=()) ->
             "gateway=gw|2026-11-26T00:00:00.0Z",
             "served=" + json.dumps({"served": sorted(served), "applied": served}),
         ],
-        f"cat {p.env_applied}": [env_applied or hashing.sha1_hex(serving_plan.render_env_file(s))],
+        f"cat {p.env_applied}": [env_applied or hashing.sha1_hex(stack.render_env_file(s))],
         "-name .lorafleet-source": list(managed),
     }
     for name in versions:

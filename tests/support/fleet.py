@@ -19,6 +19,9 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+from lorafleet.tools.bench.load import BenchConfig
+from lorafleet.tools.bench.run import run_bench
+from lorafleet.tools.endpoint import Endpoint, normalize_url
 from tests.support.scenario import API_KEY, HF_TOKEN, ROOT, WORK, Scenario, cpu_base_image, sh, timed_phase
 
 ROUTER_PORT = 4000
@@ -149,3 +152,31 @@ def converged_fleet(report=print) -> Iterator[FleetScenario]:
         yield fleet
     finally:
         fleet.destroy()
+
+
+def _run(url: str, key: str, models: list[str], requests: int, concurrency: int, label: str) -> dict:
+    endpoint = Endpoint(normalize_url(url), key)
+    cfg = BenchConfig(models=models, concurrency=concurrency, requests=requests, max_tokens=16, label=label,
+                      progress=False, prefix_tools=2)
+    return run_bench(endpoint, cfg)["overall"]
+
+
+def measure(router_url: str, router_key: str, box_url: str, box_key: str, models: list[str],
+            requests_per_run: int = 96, concurrency: int = 8, low_load_requests: int = 40) -> dict:
+    """The four runs, alternated so that a busier moment of the machine does not favour one side."""
+    low_direct = _run(box_url, box_key, models, low_load_requests, 1, "one box, low load")
+    low_router = _run(router_url, router_key, models, low_load_requests, 1, "router, low load")
+    direct = _run(box_url, box_key, models, requests_per_run, concurrency, "one box directly")
+    router = _run(router_url, router_key, models, requests_per_run, concurrency, "router, two boxes")
+    rows = [("one box directly, 1 at a time", low_direct), ("router, 1 at a time", low_router),
+            (f"one box directly, {concurrency} at a time", direct), (f"router + 2 boxes, {concurrency} at a time", router)]
+    lines = [f"{'run':<36} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"]
+    for name, r in rows:
+        lines.append(f"{name:<36} {r['req_per_s'] or 0:>7.2f} {r['e2e_ms']['p50'] or 0:>8.0f} "
+                     f"{r['e2e_ms']['p99'] or 0:>8.0f} {r['error_count']:>6}")
+    added = (low_router["e2e_ms"]["p50"] or 0) - (low_direct["e2e_ms"]["p50"] or 0)
+    lines.append(f"the router's added latency at low load (p50): {added:.0f} ms")
+    ratio = (router["req_per_s"] or 0) / (direct["req_per_s"] or 1)
+    lines.append(f"throughput, router + 2 boxes / one box: {ratio:.2f}x (both boxes share this machine's cores)")
+    return {"low_direct": low_direct, "low_router": low_router, "direct": direct, "router": router,
+            "added_ms": added, "ratio": ratio, "table": "\n".join(lines)}

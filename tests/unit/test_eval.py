@@ -9,8 +9,8 @@ import pytest
 
 from lorafleet.tools import cli
 from lorafleet.tools.eval import table
-from lorafleet.train.score import score, summarise
 from lorafleet.train.data import same_json, write_jsonl
+from lorafleet.train.score import score, summarise
 from tests.support.fake_server import FakeConfig, running_fake_server
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -13,8 +13,7 @@ import pytest
 import requests
 
 from lorafleet import locks
-from lorafleet.deploy import layout
-from lorafleet.deploy import stack
+from lorafleet.deploy import layout, stack
 from tests.conftest import group_data
 from tests.support.docker_env import in_ci
 

@@ -9,12 +9,10 @@ import subprocess
 import pytest
 import yaml
 
-from lorafleet.deploy import layout
-from lorafleet.deploy.settings import Secrets, build_settings
+from lorafleet.deploy import hub, layout, stack
 from lorafleet.deploy.gateway import plan as gateway_plan
-from lorafleet.deploy.models import plan as models_plan
 from lorafleet.deploy.serving import plan as serving_plan
-from lorafleet.deploy import stack
+from lorafleet.deploy.settings import Secrets, build_settings
 
 SECRETS = Secrets(hf_token="hf_render_test_token", api_key="render-test-api-key")
 
@@ -85,9 +83,9 @@ def test_environment_and_volumes_keep_path_parity(gpu):
 def test_secrets_reach_only_the_env_file(gpu):
     compose = serving_plan.render_compose(gpu)
     assert "hf_render_test_token" not in compose and "render-test-api-key" not in compose
-    assert serving_plan.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
-    assert models_plan.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
-    assert f"--hub-env {gpu.stack_dir}/secrets/hub.env" in models_plan.hub_download_command(gpu, "a/b", "main", "/x/b")
+    assert stack.render_env_file(gpu).splitlines()[1:] == ["VLLM_API_KEY=render-test-api-key"]
+    assert hub.render_hub_env_file(gpu).splitlines()[1:] == ["HF_TOKEN=hf_render_test_token"]
+    assert f"--hub-env {gpu.stack_dir}/secrets/hub.env" in hub.hub_download_command(gpu, "a/b", "main", "/x/b")
 
 
 def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path):
@@ -143,7 +141,7 @@ def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tm
     s = gpu if group == "gpu" else local
     (tmp_path / "compose.yaml").write_text(serving_plan.render_compose(s))
     env_file = tmp_path / "serving.env"
-    env_file.write_text(serving_plan.render_env_file(s))
+    env_file.write_text(stack.render_env_file(s))
     text = (tmp_path / "compose.yaml").read_text().replace(stack.paths(s).env_file, str(env_file))
     (tmp_path / "compose.yaml").write_text(text)
     result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],

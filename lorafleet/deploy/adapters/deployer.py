@@ -8,18 +8,15 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import hub, layout, stack
+from lorafleet.deploy.adapters import plan as adapters_plan
 from lorafleet.deploy.adapters.folder import folder_version
 from lorafleet.deploy.credentials import state_dir
-from lorafleet.deploy.facts import ManagedFolders, marker_is
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.ops import live
+from lorafleet.deploy.facts import ManagedFolders, marker_is
 from lorafleet.deploy.layout import PROJECT_ROOT
+from lorafleet.deploy.ops import live
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.adapters import plan as adapters_plan
-from lorafleet.deploy.models import plan as models_plan
-from lorafleet.deploy import stack
-
 
 # Digests of laptop adapter files by size and mtime: an unchanged 2 GB weights file is not read on every run.
 FINGERPRINTS = state_dir(PROJECT_ROOT) / "adapter-fingerprints.json"
@@ -47,7 +44,7 @@ def ensure(s: Settings, engine: EngineView = SAME_PATHS) -> dict[str, str]:
             if not marker_is(f"{dest}/{layout.SOURCE_MARKER}", wanted):
                 server.shell(
                     name=f"Download and check adapter {adapter.name} ({wanted})",
-                    commands=[live(models_plan.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name, engine=engine))],
+                    commands=[live(hub.hub_download_command(s, adapter.source, adapter.revision, dest, check_adapter=adapter.name, engine=engine))],
                 )
             versions[adapter.name] = wanted
         else:

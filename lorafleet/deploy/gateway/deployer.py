@@ -11,11 +11,10 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.operations import files
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, stack
+from lorafleet.deploy.gateway import plan as gateway_plan
 from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.gateway import plan as gateway_plan
-from lorafleet.deploy import stack
 
 
 def stage(s: Settings) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, stack
 from lorafleet.deploy.facts import ImageId
+from lorafleet.deploy.image import plan as image_plan
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.image import plan as image_plan
-from lorafleet.deploy import stack
 
 
 def ensure(s: Settings) -> None:

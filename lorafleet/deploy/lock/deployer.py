@@ -16,11 +16,10 @@ from pyinfra import host, logger
 from pyinfra.api import QuoteString
 from pyinfra.operations import server
 
-from lorafleet.deploy import layout
-from lorafleet.deploy.ops import shipped
+from lorafleet.deploy import layout, stack
 from lorafleet.deploy.facts import DeployLockHolder
+from lorafleet.deploy.ops import shipped
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy import stack
 
 LOCK_SCRIPT = layout.LOCK_SCRIPT
 

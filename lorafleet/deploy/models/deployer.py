@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout
-from lorafleet.deploy.facts import marker_is
+from lorafleet.deploy import hub, layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
+from lorafleet.deploy.facts import marker_is
+from lorafleet.deploy.models import plan as models_plan
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy.models import plan as models_plan
-from lorafleet.deploy import stack
 
 
 def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
@@ -19,7 +18,7 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
         if not marker_is(f"{s.base_model_dir}/{layout.SOURCE_MARKER}", wanted):
             server.shell(
                 name=f"Download the base model {wanted}",
-                commands=[live(models_plan.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir, engine=engine))],
+                commands=[live(hub.hub_download_command(s, s.base_model, s.base_model_revision, s.base_model_dir, engine=engine))],
             )
     elif s.base_model_source == "upload":
         files.sync(name=f"Upload the base model from {s.base_model}", src=s.base_model, dest=s.base_model_dir, delete=False)

@@ -12,14 +12,13 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ContainerRunning, ImageId
 from lorafleet.deploy.fleet import Fleet, render_router_config
 from lorafleet.deploy.ops import SecretText, live, secret_file, shipped
 from lorafleet.deploy.router import plan
 from lorafleet.deploy.settings import Settings
-from lorafleet.deploy import stack
 
 
 def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:

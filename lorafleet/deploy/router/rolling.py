@@ -15,10 +15,10 @@ from io import BytesIO
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 
+from lorafleet.deploy import stack
 from lorafleet.deploy.fleet import Fleet, render_router_config
 from lorafleet.deploy.ops import SecretText
 from lorafleet.deploy.router import plan
-from lorafleet.deploy import stack
 
 # vLLM's own count of requests in flight, read inside its container (its port from the environment).
 _IN_FLIGHT = (

@@ -9,18 +9,15 @@ from pyinfra import host, logger
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import hashing, layout, stack
 from lorafleet.deploy.decide import ServingFacts, decide
-from lorafleet.deploy.facts import ServingState
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.fleet import Fleet
+from lorafleet.deploy.facts import ServingState
+from lorafleet.deploy.fleet import Fleet, endpoint_url
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.router.rolling import rolling_start
-from lorafleet.deploy.settings import Settings
-from lorafleet.deploy import hashing
 from lorafleet.deploy.serving import plan as serving_plan
-from lorafleet.deploy import stack
-from lorafleet.deploy.fleet import endpoint_url
+from lorafleet.deploy.settings import Settings
 
 
 def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS, fleet: Fleet | None = None) -> None:
@@ -37,7 +34,7 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
     decision = decide(
         ServingFacts.from_fact(state, env_applied=applied[0].strip()),
         server_hash=serving_plan.server_hash(s),
-        env_hash=hashing.sha1_hex(serving_plan.render_env_file(s)),
+        env_hash=hashing.sha1_hex(stack.render_env_file(s)),
         versions=versions,
     )
     for reason in decision.reasons:

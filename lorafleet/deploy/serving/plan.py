@@ -126,15 +126,6 @@ def check_compose(text: str, s: Settings, engine: EngineView = SAME_PATHS) -> No
         raise AssertionError(f"lorafleet: the rendered compose file is wrong in {wrong or 'its secrets'}: a bug, please report it")
 
 
-def render_env_file(s: Settings) -> str:
-    """vLLM's secrets env file (0600 on the host)."""
-    lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
-    if s.secrets.api_key:
-        # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
-        lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
-    return "\n".join(lines) + "\n"
-
-
 def manifest(s: Settings, versions: dict[str, str]) -> dict:
     """The adapter manifest vLLM's entrypoint loads at start-up and the sync applies at runtime."""
     return {
