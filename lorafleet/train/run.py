@@ -31,82 +31,141 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+class TrainError(Exception):
+    """A reason to stop, said to the user as it is; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
 def train_command(args: argparse.Namespace) -> int:
     """Train per ``args`` (already checked by lorafleet.train.cli); 0 when the adapter is in place."""
+    try:
+        return _train(args)
+    except TrainError as exc:
+        return fail(str(exc), exc.code)
+
+
+def _train(args: argparse.Namespace) -> int:
+    examples, heldout = _load_data(args)
+    base_name = base_name_for(args.base, args.base_name)
+    if not base_name:
+        raise TrainError(f"--base {args.base} is a folder without a recorded name: give --base-name, the name the "
+                         "server serves the base under (e.g. google/functiongemma-270m-it); it goes into "
+                         "adapter_config.json, where the deploy checks it")
+    libs = _import_training_libraries()
+    torch, transformers = libs["torch"], libs["transformers"]
+    t0 = time.time()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    transformers.utils.logging.disable_progress_bar()
+    device = _device(args.device, torch)
+    tok = transformers.AutoTokenizer.from_pretrained(args.base)
+    if not getattr(tok, "chat_template", None):
+        raise TrainError(f"--base {args.base} has no chat template: the examples are rendered with the base model's "
+                         "own template (FunctionGemma ships one)")
+    render = template_render(tok)
+    prepared = _prepare(args, examples, render, lambda text: tok(text, add_special_tokens=False)["input_ids"])
+
+    torch.manual_seed(args.seed)
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32,
+                                                              attn_implementation="eager")
+    try:
+        model = lora.lora_model(model, options(args))
+    except lora.OptionError as exc:
+        raise TrainError(str(exc)) from None
+    model.to(device)
+    steps = args.max_steps or lora.steps_for(len(prepared.examples), args.batch_size, args.epochs)
+    losses, train_seconds = _fit(args, libs, model, tok, prepared, steps, device)
+    run = {"t0": t0, "steps": steps, "losses": losses, "train_seconds": train_seconds, "device": device}
+    out, record = _write_adapter(args, libs, model, tok, render, heldout, prepared, base_name, run)
+    _print_summary(args, out, record)
+    return 0
+
+
+def _load_data(args: argparse.Namespace) -> tuple[list[Example], list[Example] | None]:
     try:
         examples = load_examples(args.data)
         heldout = load_examples(args.eval, require_final_assistant=True) if args.eval else None
     except DataError as exc:
-        return fail(str(exc))
-    base_name = base_name_for(args.base, args.base_name)
-    if not base_name:
-        return fail(f"--base {args.base} is a folder without a recorded name: give --base-name, the name the "
-                    "server serves the base under (e.g. google/functiongemma-270m-it); it goes into "
-                    "adapter_config.json, where the deploy checks it")
+        raise TrainError(str(exc)) from None
+    return examples, heldout
+
+
+def _import_training_libraries() -> dict:
     try:
         import peft
         import torch
         import transformers
         from tqdm import tqdm
     except ImportError as exc:
-        return fail(f"{exc.name} is not installed: pip install 'lorafleet[train]', or train in a container of the "
-                    "serving image (docs/training.md)")
+        raise TrainError(f"{exc.name} is not installed: pip install 'lorafleet[train]', or train in a container of "
+                         "the serving image (docs/training.md)") from None
+    return {"peft": peft, "torch": torch, "transformers": transformers, "tqdm": tqdm}
 
-    t0 = time.time()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    transformers.utils.logging.disable_progress_bar()
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto"
-                                                                                 else args.device)
+
+def _device(asked: str, torch) -> str:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if asked == "auto" else asked
     if device == "cuda" and not torch.cuda.is_available():
-        return fail("--device cuda: torch sees no GPU here (in a container: docker run --gpus all)")
-    tok = transformers.AutoTokenizer.from_pretrained(args.base)
-    if not getattr(tok, "chat_template", None):
-        return fail(f"--base {args.base} has no chat template: the examples are rendered with the base model's "
-                    "own template (FunctionGemma ships one)")
-    render = template_render(tok)
+        raise TrainError("--device cuda: torch sees no GPU here (in a container: docker run --gpus all)")
+    return device
 
-    def encode(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
 
+def _prepare(args: argparse.Namespace, examples: list[Example], render, encode):
     try:
         prepared = prepare(examples, render, encode, args.max_length)
     except lora.TemplateError as exc:
-        return fail(str(exc))
+        raise TrainError(str(exc)) from None
     if prepared.too_long:
         print(f"lorafleet train: left out {len(prepared.too_long)} example(s) over --max-length {args.max_length} "
               f"tokens (lines {', '.join(map(str, prepared.too_long[:10]))})", file=sys.stderr)
     if not prepared.examples:
-        return fail("no example left to train on (every one is over --max-length or has no trained turn)")
+        raise TrainError("no example left to train on (every one is over --max-length or has no trained turn)")
+    return prepared
 
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32,
-                                                              attn_implementation="eager")
-    try:
-        model = lora.lora_model(model, options(args))
-    except lora.OptionError as exc:
-        return fail(str(exc))
-    model.to(device)
+
+def _fit(args: argparse.Namespace, libs: dict, model, tok, prepared, steps: int, device: str) -> tuple[list[float], float]:
+    """The training loop with a progress bar: the losses and the seconds it took."""
+    torch = libs["torch"]
     params = [p for p in model.parameters() if p.requires_grad]
-    n = len(prepared.examples)
-    steps = args.max_steps or lora.steps_for(n, args.batch_size, args.epochs)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
-    print(f"lorafleet train: {n} examples ({prepared.trained_tokens} trained tokens), {steps} steps of "
-          f"{args.batch_size} on {device}; base {args.base}", file=sys.stderr)
-    bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
+    print(f"lorafleet train: {len(prepared.examples)} examples ({prepared.trained_tokens} trained tokens), {steps} "
+          f"steps of {args.batch_size} on {device}; base {args.base}", file=sys.stderr)
+    bar = libs["tqdm"](total=steps, desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
-    t_train = time.time()
-    losses = lora.train(model, params, prepared.examples, steps, args.lr, args.batch_size, rng, pad_id,
-                        drop_last=False, on_step=on_step, device=device,
+    started = time.time()
+    losses = lora.train(model, params, prepared.examples, steps, args.lr, args.batch_size, random.Random(args.seed),
+                        pad_id, drop_last=False, on_step=on_step, device=device,
                         autocast_dtype=torch.bfloat16 if bf16 else None)
     bar.close()
-    train_seconds = time.time() - t_train
+    return losses, time.time() - started
 
+
+def _record(args: argparse.Namespace, libs: dict, prepared, base_name: str, run: dict, ev: dict | None) -> dict:
+    """What the adapter's card and --json say: how it was trained, on what, and how it scored."""
+    losses, seconds, n = run["losses"], run["train_seconds"], len(prepared.examples)
+    tail = losses[-min(10, len(losses)):]
+    return {
+        "base_model": base_name, "base": args.base, "rank": args.rank, "alpha": args.alpha,
+        "dropout": args.dropout, "targets": sorted(args.targets), "lr": args.lr, "epochs": args.epochs,
+        "batch_size": args.batch_size, "seed": args.seed, "data": os.path.basename(args.data),
+        "data_sha256": fingerprint(args.data), "examples": n, "left_out": len(prepared.too_long),
+        "trained_tokens": prepared.trained_tokens, "steps": run["steps"], "final_loss": round(sum(tail) / len(tail), 5),
+        "device": run["device"], "seconds": round(time.time() - run["t0"], 1), "train_seconds": round(seconds, 1),
+        "examples_per_second": round(run["steps"] * args.batch_size / seconds, 2) if args.max_steps else
+        round(n * args.epochs / seconds, 2),
+        "versions": {name: libs[name].__version__ for name in ("torch", "transformers", "peft")},
+        "eval": ev,
+    }
+
+
+def _write_adapter(args, libs, model, tok, render, heldout, prepared, base_name: str, run: dict) -> tuple[Path, dict]:
+    """Save, score, card and check the adapter in a staging folder, then put it in place whole."""
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -115,26 +174,13 @@ def train_command(args: argparse.Namespace) -> int:
         lora.save_adapter(model, tmp, base_name)
         ev = None
         if heldout:
-            ev = offline_eval(model, tok, render, heldout, device)
+            ev = offline_eval(model, tok, render, heldout, run["device"])
             ev["data"] = args.eval
-        tail = losses[-min(10, len(losses)):]
-        record = {
-            "base_model": base_name, "base": args.base, "rank": args.rank, "alpha": args.alpha,
-            "dropout": args.dropout, "targets": sorted(args.targets), "lr": args.lr, "epochs": args.epochs,
-            "batch_size": args.batch_size, "seed": args.seed, "data": os.path.basename(args.data),
-            "data_sha256": fingerprint(args.data), "examples": n, "left_out": len(prepared.too_long),
-            "trained_tokens": prepared.trained_tokens, "steps": steps, "final_loss": round(sum(tail) / len(tail), 5),
-            "device": device, "seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1),
-            "examples_per_second": round(steps * args.batch_size / train_seconds, 2) if args.max_steps else
-            round(n * args.epochs / train_seconds, 2),
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "peft": peft.__version__},
-            "eval": ev,
-        }
+        record = _record(args, libs, prepared, base_name, run, ev)
         (tmp / "README.md").write_text(card.render_card(out.name, record), encoding="utf-8")
         problems = check_adapter_dir(str(tmp), args.max_lora_rank, base_name)
         if problems:
-            return fail("the adapter would not be served: " + "; ".join(problems), 1)
+            raise TrainError("the adapter would not be served: " + "; ".join(problems), 1)
         for path in [tmp, *tmp.rglob("*")]:  # readable by a serving container running as another user
             path.chmod(0o755 if path.is_dir() else 0o644)
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -144,8 +190,12 @@ def train_command(args: argparse.Namespace) -> int:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out, record
 
-    summary = f"adapter written to {out}: {steps} steps, final loss {record['final_loss']:.4f}, " \
+
+def _print_summary(args: argparse.Namespace, out: Path, record: dict) -> None:
+    ev = record["eval"]
+    summary = f"adapter written to {out}: {record['steps']} steps, final loss {record['final_loss']:.4f}, " \
               f"{record['examples_per_second']} examples/s"
     if ev:
         summary += (f"; held-out whole call {_pct(ev['call_accuracy'])}, no call when none wanted "
@@ -153,7 +203,6 @@ def train_command(args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr)
     if args.json:
         print(json.dumps(record, indent=2))
-    return 0
 
 
 def _pct(x) -> str:
