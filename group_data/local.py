@@ -1,10 +1,9 @@
 """The local target (`@local`): CPU profile, demo model, paths any Linux machine with Docker has."""
 
-from lorafleet.deploy.image.local_base import local_base_image
-
 profile = "cpu"
-# The official slim image, or where no registry is reachable the local base .ci/setup.sh builds.
-cpu_base_image = local_base_image() or "python:3.11-slim"
+# The local base .ci/setup.sh builds (for machines that reach no container registry) when the engine
+# has one, else python:3.11-slim; resolved on the host when the image step runs.
+cpu_base_image = "local"
 base_model_source = "demo"  # a tiny FunctionGemma-format model built on the host: no token, no download
 base_model = "lorafleet/functiongemma-demo"
 base_model_gated = False

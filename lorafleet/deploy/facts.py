@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.facts.files import FileContents
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import layout, local_base
 
 
 def _timestamp(value: str) -> datetime:
@@ -68,6 +68,16 @@ class ImageId(FactBase):
 
     def process(self, output):
         return output[0].strip() if output and output[0].strip() else None
+
+
+class LocalBaseImage(FactBase):
+    """The newest base image built on the host itself (image/local_base.py), or None."""
+
+    def command(self) -> str:
+        return local_base.list_command()
+
+    def process(self, output):
+        return local_base.newest(output)
 
 
 class ContainerRunning(FactBase):

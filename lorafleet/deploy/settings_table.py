@@ -88,6 +88,11 @@ def unless_empty(rule: Rule) -> Rule:
     return lambda key, value, problems: rule(key, value, problems) if value else ""
 
 
+def or_local(rule: Rule) -> Rule:
+    """"local" (the machine's own base image, resolved by the image step), or a value meeting `rule`."""
+    return lambda key, value, problems: "local" if value == "local" else rule(key, value, problems)
+
+
 def unless_none(rule: Rule) -> Rule:
     """An optional value: None means "derive it" (the caller does); anything else must meet `rule`."""
     return lambda key, value, problems: None if value is None else rule(key, value, problems)
@@ -178,8 +183,8 @@ CONTAINER = matching(CONTAINER_NAME, "is not allowed: use letters, digits, '_', 
 TABLE: tuple[Row, ...] = (
     Row("profile", one_of(PROFILES)),
     Row("cuda_image", PINNED_IMAGE),
-    Row("cpu_base_image", matching(
-        IMAGE_REF, "is not allowed: use an image reference with a tag, like python:3.11-slim")),
+    Row("cpu_base_image", or_local(matching(
+        IMAGE_REF, "is not allowed: use an image reference with a tag, like python:3.11-slim, or 'local'"))),
     Row("base_model_source", one_of(BASE_MODEL_SOURCES)),
     Row("base_model", text),  # a hub repo id or a laptop folder, by base_model_source: settings.py checks it
     Row("base_model_revision", matching(REVISION, "is not allowed: use a branch, tag or commit sha")),

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.deploy import stack
+from lorafleet.deploy import local_base, stack
 from lorafleet.deploy.settings import Secrets, build_settings
 from lorafleet.functiongemma import END, START, parse_calls, render_call
 from tests.conftest import group_data
-from tests.support.docker_env import ensure_serving_image
+from tests.support.docker_env import ensure_serving_image, local_base_image
 from tests.support.parser_cases import OURS, corpus, run_in_serving_image
 
 # The demo model's real tokenizer, where a deploy or the e2e scenario built it.
@@ -69,7 +69,8 @@ def case(text: str, chunks, **extra) -> dict:
 @pytest.fixture(scope="module")
 def serving_image(local_data_module) -> str:
     """The local target's serving image, built here when no deploy built it before (as a deploy would)."""
-    return ensure_serving_image(stack.serving_image(build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin"))))
+    settings = build_settings(local_data_module, Secrets(hf_token="hf_e2e_plugin", api_key="e2e-plugin"))
+    return ensure_serving_image(stack.serving_image(local_base.resolved(settings, local_base_image())))
 
 
 @pytest.fixture(scope="module")

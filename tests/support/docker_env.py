@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lorafleet.deploy.image.local_base import local_base_image  # noqa: F401 (the tests' one place to ask)
+from lorafleet.deploy.local_base import local_base_image  # noqa: F401 (the tests' one place to ask)
 
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 HOW_TO_ENABLE = "run `.ci/setup.sh` (installs and starts a Docker engine with compose v2), then rerun"
@@ -44,11 +44,11 @@ def ensure_serving_image(image: str) -> str:
     """The CPU serving image, built as the deploy builds it (files/image, its build.sh) when this engine lacks it."""
     import tempfile
 
-    from lorafleet.deploy import layout
+    from lorafleet.deploy import layout, local_base
 
     if sh("docker", "image", "inspect", image, check=False).returncode == 0:
         return image
-    base = local_base_image() or "python:3.11-slim"
+    base = local_base_image() or local_base.FALLBACK
     with tempfile.TemporaryDirectory() as context:
         for name, source in layout.CPU_BUILD_FILES.items():
             shutil.copy(source, Path(context) / name)

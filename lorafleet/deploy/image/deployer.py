@@ -1,15 +1,22 @@
-"""The serving image: pull the pinned CUDA image, or build the CPU image from the Dockerfile and lock beside this module."""
+"""The serving image: pull the pinned CUDA image, or build the CPU image from files/image (its base resolved first)."""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout, stack
-from lorafleet.deploy.facts import ImageId
+from lorafleet.deploy import layout, local_base, stack
+from lorafleet.deploy.facts import ImageId, LocalBaseImage
 from lorafleet.deploy.image import plan as image_plan
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
+
+
+def resolve_base(s: Settings) -> Settings:
+    """cpu_base_image = "local" becomes the host's own base image (or python:3.11-slim): every later step uses it."""
+    if s.profile != "cpu" or s.cpu_base_image != local_base.LOCAL:
+        return s
+    return local_base.resolved(s, host.get_fact(LocalBaseImage))
 
 
 def ensure(s: Settings) -> None:
