@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from lorafleet.deploy.adapters.check import check_adapter_dir
+from lorafleet.adapters.check import check_adapter_dir
 from lorafleet.deploy.layout import DEMO_BUILDER
 from lorafleet.train import sample
 from lorafleet.train.container import docker_command

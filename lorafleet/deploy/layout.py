@@ -22,7 +22,7 @@ TEMPLATES_DIR = PROJECT_ROOT / "templates"
 # Modules that run on the laptop and in a container alike stay in the package, and are shipped from it:
 SHARED_MODULES = {
     # the deploy checks an uploaded adapter on the laptop, and a hub download on the host with the same code
-    "adapter_check.py": PACKAGE_DIR / "adapters" / "check.py",
+    "adapter_check.py": PACKAGE_DIR.parent / "adapters" / "check.py",
     # the call grammar: the tool parser plugin in vLLM imports it; the tools, eval and train render calls with it
     "functiongemma.py": PACKAGE_DIR.parent / "functiongemma.py",
     # the LoRA training loop: `lorafleet train` on the laptop, the demo builder in a container

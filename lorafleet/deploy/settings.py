@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from lorafleet.deploy import layout
-from lorafleet.deploy.adapters import check as adapter_check
-from lorafleet.deploy.adapters.declared import Adapter, parse_adapters
+from lorafleet.adapters import check as adapter_check
+from lorafleet.adapters.declared import Adapter, parse_adapters
 from lorafleet.deploy.rules import HUB_REPO
 from lorafleet.deploy.settings_folders import check_laptop_folders
 from lorafleet.deploy.settings_table import TABLE

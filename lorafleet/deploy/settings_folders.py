@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from lorafleet.deploy.adapters.declared import folder_problems_of
+from lorafleet.adapters.declared import folder_problems_of
 
 if TYPE_CHECKING:
     from lorafleet.deploy.settings import Settings

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from lorafleet.deploy.adapters.check import check_adapter_dir
+from lorafleet.adapters.check import check_adapter_dir
 from lorafleet.functiongemma import CallSyntaxError, parse_calls
 from lorafleet.train import card, lora
 from lorafleet.train.cli import base_name_for, options

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lorafleet.deploy.adapters.check import check_adapter_dir
+from lorafleet.adapters.check import check_adapter_dir
 from lorafleet.tools import cli
 from lorafleet.train import card, sample
 from lorafleet.train.container import docker_command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lorafleet.deploy.adapters import folder
+from lorafleet.adapters import folder
 
 
 def make(tmp_path):

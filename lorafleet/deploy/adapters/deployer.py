@@ -10,7 +10,7 @@ from pyinfra.operations import files, server
 
 from lorafleet.deploy import hub, layout, stack
 from lorafleet.deploy.adapters import plan as adapters_plan
-from lorafleet.deploy.adapters.folder import folder_version
+from lorafleet.adapters.folder import folder_version
 from lorafleet.deploy.credentials import state_dir
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ManagedFolders, marker_is

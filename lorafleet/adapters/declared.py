@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lorafleet.deploy.adapters.check import check_adapter_dir
-from lorafleet.deploy.adapters.folder import folder_problems
+from lorafleet.adapters.check import check_adapter_dir
+from lorafleet.adapters.folder import folder_problems
 from lorafleet.deploy.rules import HUB_REPO, REVISION, SAFE_NAME
 
 
