@@ -61,3 +61,35 @@ def test_the_bootstrap_the_readme_names_is_there():
     readme = (layout.PROJECT_ROOT / "README.md").read_text()
     bootstrap = layout.BOOTSTRAP.relative_to(layout.PROJECT_ROOT)
     assert f"bash {bootstrap}" in readme and layout.BOOTSTRAP.is_file()
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+# The one crossing between steps, and why: a server change in a fleet takes the box out of the router first.
+STEP_CROSSINGS = {("serving", "router")}
+
+
+def test_imports_go_down_only():
+    wrong = []
+    for module in sorted(layout.PROJECT_ROOT.glob("lorafleet/**/*.py")):
+        rel = module.relative_to(layout.PROJECT_ROOT)
+        step = rel.parts[2] if rel.parts[1] == "deploy" and rel.parts[2] in STEPS else None
+        for name in _imports(module):
+            parts = name.split(".")
+            if parts[0] in ("tests", "benchmarks"):
+                wrong.append(f"{rel} imports {name}")
+            elif parts[:2] == ["lorafleet", "deploy"] and len(parts) > 2 and parts[2] in STEPS:
+                if step != parts[2] and (step, parts[2]) not in STEP_CROSSINGS:
+                    wrong.append(f"{rel} imports {name}, another step's")
+    for module in sorted(layout.PROJECT_ROOT.glob("tests/**/*.py")):
+        wrong += [f"{module.relative_to(layout.PROJECT_ROOT)} imports {name}" for name in _imports(module)
+                  if name.split(".")[0] == "benchmarks"]
+    assert wrong == []
