@@ -2,7 +2,7 @@
 
 Standard library only: vLLM's tool parser plugin (files/serving/functiongemma_tool_parser.py)
 loads this file inside the serving container.  The grammar is what the chat template
-(files/models/build_demo_model.py, ``fg_args``/``fg_value``) writes for a tool call:
+(files/models/demo_tokenizer.py, ``fg_args``/``fg_value``) writes for a tool call:
 
     output  = content { ws call } ws       content: any text before the first call
     call    = "<start_function_call>" "call:" name object "<end_function_call>"

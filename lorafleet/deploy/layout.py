@@ -46,7 +46,15 @@ CPU_BUILD_FILES = {"Dockerfile": FILES_DIR / "image" / "Dockerfile", "requiremen
 DEMO_BUILDER = FILES_DIR / "models" / "build_demo_model.py"  # the builder's entry point
 DEMO_TRAINER = SHARED_MODULES["lora.py"]  # shipped beside the builder, which loads it by path
 # Everything the demo builder runs, shipped into one folder (mounted at /demo) and hashed in this order.
-DEMO_FILES = {"build_demo_model.py": DEMO_BUILDER, "lora.py": DEMO_TRAINER}
+DEMO_FILES = {
+    "build_demo_model.py": DEMO_BUILDER,
+    "demo_tokenizer.py": FILES_DIR / "models" / "demo_tokenizer.py",
+    "demo_data.py": FILES_DIR / "models" / "demo_data.py",
+    "demo_training.py": FILES_DIR / "models" / "demo_training.py",
+    "demo_checks.py": FILES_DIR / "models" / "demo_checks.py",
+    "demo_models.py": FILES_DIR / "models" / "demo_models.py",
+    "lora.py": DEMO_TRAINER,
+}
 ROUTER_BUILD_FILES = {"Dockerfile": FILES_DIR / "router" / "Dockerfile", "requirements.txt": FILES_DIR / "router" / "requirements.txt"}
 ROUTER_CTL = FILES_DIR / "router" / "ctl.py"  # runs inside the router container: waits for a reload, lists what it serves
 ROUTER_GATEWAY_COMPOSE = FILES_DIR / "router" / "gateway.compose.yaml"

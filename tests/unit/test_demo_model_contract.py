@@ -13,7 +13,7 @@ import jinja2.ext
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_TRAINER
+from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_FILES, DEMO_TRAINER
 from lorafleet.functiongemma import parse_calls, render_call
 
 SCRIPT = DEMO_BUILDER
@@ -173,12 +173,24 @@ def test_a_second_build_into_the_same_folder_waits_for_the_first_and_reuses_it(d
     assert result == {"code": 0}
 
 
+def test_the_builder_runs_from_a_folder_at_the_root_as_the_deploy_mounts_it(demo):
+    # /demo/build_demo_model.py has no grandparent folder to look for the package in
+    assert demo.find_lora(Path("/lorafleet-no-such-folder/build_demo_model.py")) is None
+
+
+def test_the_deploy_ships_and_hashes_every_part_of_the_builder_in_its_order(demo):
+    assert list(DEMO_FILES) == [SCRIPT.name, *demo.BUILDER_PARTS, "lora.py"]
+    assert all(path == SCRIPT.parent / name for name, path in DEMO_FILES.items() if name != "lora.py")
+    assert sorted(p.name for p in SCRIPT.parent.glob("*.py")) == sorted([SCRIPT.name, *demo.BUILDER_PARTS])
+
+
 def test_the_builder_needs_the_shared_training_code_beside_it(demo, tmp_path, capsys):
     import shutil
 
     alone = tmp_path / "demo-builder"
     alone.mkdir()
-    shutil.copy(SCRIPT, alone / SCRIPT.name)
+    for name in [SCRIPT.name, *demo.BUILDER_PARTS]:  # the builder's own files, without lora.py
+        shutil.copy(SCRIPT.parent / name, alone / name)
     spec = importlib.util.spec_from_file_location("build_demo_model_alone", alone / SCRIPT.name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -190,6 +202,10 @@ def test_the_builder_needs_the_shared_training_code_beside_it(demo, tmp_path, ca
     assert module.find_lora(alone / SCRIPT.name) == alone / "lora.py"
     norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
     before = module.inputs_hash(alone / SCRIPT.name, norm)
-    assert before == demo.inputs_hash(SCRIPT, norm), "the same two files give the same hash wherever they are"
+    assert before == demo.inputs_hash(SCRIPT, norm), "the same files give the same hash wherever they are"
     (alone / "lora.py").write_text(lora.read_text() + "\n# changed\n")
     assert module.inputs_hash(alone / SCRIPT.name, norm) != before, "a change of the training code rebuilds"
+    for name in demo.BUILDER_PARTS:  # and so does a change of any part of the builder
+        changed = module.inputs_hash(alone / SCRIPT.name, norm)
+        (alone / name).write_text((alone / name).read_text() + "\n# changed\n")
+        assert module.inputs_hash(alone / SCRIPT.name, norm) != changed, name
