@@ -12,7 +12,7 @@ import secrets
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from lorafleet.deploy import stack
+from lorafleet.deploy import layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
 from lorafleet.deploy.facts import (
     ContainerRunning,
@@ -25,6 +25,8 @@ from lorafleet.deploy.facts import (
 )
 from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
+
+BOOTSTRAP = layout.BOOTSTRAP.relative_to(layout.PROJECT_ROOT)  # as the user runs it, from the repository
 
 
 def check(s: Settings, routes: bool = False) -> EngineView:
@@ -48,7 +50,8 @@ def check(s: Settings, routes: bool = False) -> EngineView:
     states = host.get_fact(StorageRoots, paths=tuple(roots.values()))
     for (key, path), state in zip(roots.items(), [*states, *["missing"] * len(roots)]):
         if state == "missing" and not s.create_storage_roots:
-            problems.append(f"{key}={path} does not exist on the host: create it (the bootstrap does) or change {key}")
+            problems.append(f"{key}={path} does not exist on the host: create it (`bash {BOOTSTRAP} --create-roots` "
+                            f"does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
     if s.profile == "cuda" and host.get_fact(ImageId, image=stack.serving_image(s)):
@@ -73,7 +76,7 @@ def check(s: Settings, routes: bool = False) -> EngineView:
     return engine
 
 
-FIX = ("rerun the bootstrap in the WSL distro with the same roots as group_data (it mounts each root into the "
+FIX = (f"rerun `bash {BOOTSTRAP}` in the WSL distro with the same roots as group_data (it mounts each root into the "
        "gateway); on Docker Desktop keep the roots on the WSL disk or a drive shared under Settings > Resources > "
        "File sharing")
 
@@ -84,7 +87,7 @@ def _engine_view(s: Settings, roots: dict[str, str], problems: list[str]) -> Eng
     if gateway is None:
         problems.append(
             f"gateway_container={s.gateway_container!r} is not a container the engine knows (`docker inspect` "
-            "found none): the deploy must run in the gateway the bootstrap made; name it in gateway_container"
+            f"found none): the deploy must run in the gateway `bash {BOOTSTRAP}` made; name it in gateway_container"
         )
         return SAME_PATHS
     engine = from_inspect(gateway["mounts"])
