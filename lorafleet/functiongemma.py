@@ -1,8 +1,8 @@
 """FunctionGemma's function calls: render one, parse a model's output, parse a stream of chunks.
 
-Standard library only: vLLM's tool parser plugin (files/serving/functiongemma_tool_parser.py)
+Standard library only: vLLM's tool parser plugin (deploy/serving/functiongemma_tool_parser.py)
 loads this file inside the serving container.  The grammar is what the chat template
-(files/models/demo_tokenizer.py, ``fg_args``/``fg_value``) writes for a tool call:
+(deploy/models/build_demo_model.py, ``fg_args``/``fg_value``) writes for a tool call:
 
     output  = content { ws call } ws       content: any text before the first call
     call    = "<start_function_call>" "call:" name object "<end_function_call>"
