@@ -53,7 +53,7 @@ def test_a_step_uploads_rendered_text_or_a_file_that_layout_lists():
 
 def test_shipping_a_file_from_anywhere_else_stops_the_plan():
     with pytest.raises(AssertionError, match="not listed in layout.py"):
-        ops.shipped(layout.PACKAGE_DIR / "render.py")
+        ops.shipped(layout.PACKAGE_DIR / "settings.py")
     assert ops.shipped(layout.LOCK_SCRIPT) == str(layout.LOCK_SCRIPT)
 
 
