@@ -239,16 +239,53 @@ def api_key_or_asked_for_none(s: Settings) -> Iterable[str]:
                "generate_api_key = True, or (on a closed network only) serve_without_api_key = True")
 
 
-def api_key_not_in_vllm_env(s: Settings) -> Iterable[str]:
-    if "VLLM_API_KEY" in dict(s.vllm_env):
-        yield ("vllm_env sets VLLM_API_KEY: it would override the key of the 0600 env file (and an empty one switches "
-               "the key off); remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
+# What the deploy sets itself, and the setting that owns each: vllm_env and extra_vllm_args add to it, never undo it.
+MANAGED_ENV = {
+    "VLLM_API_KEY": "LORAFLEET_API_KEY (the 0600 env file)",
+    "HF_HOME": "cache_root", "VLLM_CACHE_ROOT": "cache_root",
+    "HF_HUB_OFFLINE": "the deploy (models are fetched by the deploy, never by the server)",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "the deploy (adapters change without a restart)",
+    "LORAFLEET_MANIFEST": "the deploy (the adapter manifest)", "LORAFLEET_PORT": "port",
+    "LORAFLEET_NICE": "the deploy (the CPU profile's priority)", "VLLM_CPU_KVCACHE_SPACE": "cpu_kvcache_space_gib",
+}
+MANAGED_FLAGS = {
+    "api-key": "LORAFLEET_API_KEY (the 0600 env file)", "model": "base_model", "served-model-name": "served_model_name",
+    "host": "network_mode and publish_address", "port": "port", "enable-lora": "the deploy (multi-LoRA)",
+    "lora-modules": "adapters", "max-loras": "max_loras", "max-lora-rank": "max_lora_rank",
+    "max-cpu-loras": "max_cpu_loras", "max-num-seqs": "max_num_seqs", "max-model-len": "max_model_len",
+    "enable-prefix-caching": "enable_prefix_caching", "enable-chunked-prefill": "enable_chunked_prefill",
+    "tool-parser-plugin": "tool_call_parser", "enable-auto-tool-choice": "enable_tool_calling",
+    "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization",
+}
 
 
-def api_key_not_on_command_line(s: Settings) -> Iterable[str]:
-    if any(arg == "--api-key" or arg.startswith("--api-key=") for arg in s.extra_vllm_args):
-        yield ("extra_vllm_args carries --api-key: the key would show in the process list and `docker inspect`; "
-               "remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
+def vllm_flag(arg: str) -> str | None:
+    """The flag an argument sets, as vLLM's parser reads it: `--max_loras=4` and `--no-enable-lora` name
+    max-loras and enable-lora; a value (no leading dash) names none."""
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return None
+    name = arg.lstrip("-").split("=", 1)[0].replace("_", "-").lower()
+    return name.removeprefix("no-") if name.removeprefix("no-") in MANAGED_FLAGS else name
+
+
+def vllm_env_adds_only(s: Settings) -> Iterable[str]:
+    for name in sorted(dict(s.vllm_env)):
+        if name == "VLLM_API_KEY":
+            yield ("vllm_env sets VLLM_API_KEY: it would override the key of the 0600 env file (and an empty one switches "
+                   "the key off); remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
+        elif name in MANAGED_ENV:
+            yield f"vllm_env sets {name}, which the deploy sets itself: remove it; set {MANAGED_ENV[name]} instead"
+
+
+def extra_vllm_args_add_only(s: Settings) -> Iterable[str]:
+    for arg in s.extra_vllm_args:
+        flag = vllm_flag(arg)
+        if flag == "api-key":
+            yield ("extra_vllm_args carries --api-key: the key would show in the process list and `docker inspect`; "
+                   "remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
+        elif flag in MANAGED_FLAGS:
+            yield (f"extra_vllm_args carries {arg.split('=', 1)[0]}, which the deploy sets itself: remove it; "
+                   f"set {MANAGED_FLAGS[flag]} instead")
 
 
 def published_beyond_loopback_on_purpose(s: Settings) -> Iterable[str]:
@@ -287,7 +324,7 @@ def _publishes_beyond_loopback(s: Settings) -> bool:
 CrossRule = Callable[[Settings], Iterable[str]]
 CROSS_RULES: tuple[CrossRule, ...] = (
     hub_repo_id, cpu_cache_holds_adapters, storage_roots_apart, gateway_named,
-    api_key_or_asked_for_none, api_key_not_in_vllm_env, api_key_not_on_command_line,
+    api_key_or_asked_for_none, vllm_env_adds_only, extra_vllm_args_add_only,
     published_beyond_loopback_on_purpose,
 )
 RUN_RULES: tuple[CrossRule, ...] = (hf_token_for_gated_model,)  # only the real run needs these: a dry run warns

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lorafleet.deploy.settings import Secrets, SettingsError, build_settings, default_max_cpu_loras
+from tests.conftest import group_data
 
 TOKEN = Secrets(hf_token="hf_token_for_tests", api_key="key-for-tests")
 
@@ -94,6 +95,17 @@ BAD_INPUTS = [
     ("the key switched off in vllm_env", {"vllm_env": {"VLLM_API_KEY": ""}}, "vllm_env sets VLLM_API_KEY"),
     ("the key on the command line", {"extra_vllm_args": ["--api-key", "x"]}, "extra_vllm_args carries --api-key"),
     ("the key on the command line, joined", {"extra_vllm_args": ["--api-key=x"]}, "extra_vllm_args carries --api-key"),
+    ("the key with underscores", {"extra_vllm_args": ["--api_key", "x"]}, "extra_vllm_args carries --api-key"),
+    ("the key with underscores, joined", {"extra_vllm_args": ["--api_key=x"]}, "extra_vllm_args carries --api-key"),
+    ("a managed flag again", {"extra_vllm_args": ["--max-loras", "8"]}, "extra_vllm_args carries --max-loras, which the deploy sets itself: remove it; set max_loras instead"),
+    ("a managed flag with underscores", {"extra_vllm_args": ["--max_model_len=99"]}, "carries --max_model_len, which the deploy sets itself: remove it; set max_model_len instead"),
+    ("a managed switch negated", {"extra_vllm_args": ["--no-enable-prefix-caching"]}, "set enable_prefix_caching instead"),
+    ("the port again", {"extra_vllm_args": ["--port=9000"]}, "set port instead"),
+    ("the served name again", {"extra_vllm_args": ["--served_model_name", "x"]}, "set served_model_name instead"),
+    ("the cache moved by vllm_env", {"vllm_env": {"HF_HOME": "/tmp/hf"}}, "vllm_env sets HF_HOME, which the deploy sets itself: remove it; set cache_root instead"),
+    ("runtime LoRA updating switched off", {"vllm_env": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}}, "vllm_env sets VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
+    ("the manifest moved", {"vllm_env": {"LORAFLEET_MANIFEST": "/tmp/x.json"}}, "vllm_env sets LORAFLEET_MANIFEST"),
+    ("online mode", {"vllm_env": {"HF_HUB_OFFLINE": "0"}}, "vllm_env sets HF_HUB_OFFLINE"),
 ]
 
 
@@ -203,3 +215,21 @@ def test_more_adapters_than_max_cpu_loras_is_refused(gpu_data, tmp_path):
     gpu_data.update(max_loras=2, max_cpu_loras=2)
     with pytest.raises(SettingsError, match="max_cpu_loras=2 is below the 3 declared adapters"):
         build_settings(gpu_data, TOKEN)
+
+
+def test_what_vllm_env_and_extra_vllm_args_may_add(gpu_data):
+    s = build_settings({**gpu_data, "vllm_env": {"VLLM_USE_V2_MODEL_RUNNER": "0"},
+                        "extra_vllm_args": ["--enforce-eager", "--dtype", "bfloat16", "--max-logprobs=5"]}, Secrets(hf_token="hf_x", api_key="k"))
+    assert dict(s.vllm_env) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+
+
+@pytest.mark.parametrize("groups", [("gpu",), ("local",)])
+def test_every_variable_and_flag_the_deploy_sets_is_guarded(groups):
+    """The rules cannot drift from the plan: whatever the deploy sets, vllm_env and extra_vllm_args cannot undo."""
+    from lorafleet.deploy.serving import plan as serving_plan
+    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS, vllm_flag
+
+    s = build_settings(group_data(*groups), Secrets(hf_token="hf_x", api_key="k"), check_sources=False)
+    assert set(serving_plan.vllm_environment(s)) <= set(MANAGED_ENV)
+    flags = {vllm_flag(arg) for arg in serving_plan.vllm_args(s)} - {None}
+    assert flags and flags <= set(MANAGED_FLAGS)
