@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from dataclasses import dataclass, field, fields, replace
+from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
 from lorafleet.deploy import layout
@@ -121,8 +122,18 @@ class Secrets:
         return "Secrets(<hidden>)"
 
 
-# Keys of host data that belong to pyinfra's connectors (ssh_port, fake_responses, _sudo, ...), not to lorafleet.
-CONNECTOR_KEY_PREFIXES = ("ssh_", "fake_", "docker_", "winrm_", "chroot_", "local_", "_")
+def connector_keys() -> frozenset[str]:
+    """Host data that pyinfra itself reads, named one by one as pyinfra declares them: each connector's own
+    keys (ssh_user, ssh_key, fake_responses, ...) and the operations' global arguments (_sudo, _env, ...)."""
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.api.connectors import get_all_connectors
+
+    keys = {name for name, _ in all_global_arguments() if name.startswith("_")}
+    for connector in get_all_connectors().values():
+        keys |= set(getattr(connector, "data_meta", None) or ())
+    return frozenset(keys)
+
+
 # Settings that may be absent or None: their meaning when unset is described in group_data/all.py.
 OPTIONAL = {row.name: None for row in TABLE if row.optional}
 
@@ -133,15 +144,22 @@ def setting_names() -> tuple[str, ...]:
 
 
 def unknown_keys(data: Mapping[str, Any]) -> list[str]:
-    """One problem per key in host data that is no setting, with the nearest known name."""
-    known = setting_names()
+    """One problem per key in host data that is neither a setting nor pyinfra's own, with the nearest known name.
+
+    A name of the user's own in group data (a helper value or function) starts with `_`, as in Python.
+    """
+    known, connector = setting_names(), connector_keys()
     problems = []
     for key in sorted(data):
-        if key in known or key.startswith(CONNECTOR_KEY_PREFIXES) or not key.islower():
+        value = data[key]
+        if key in known or key in connector or callable(value) or isinstance(value, ModuleType):
             continue
-        near = difflib.get_close_matches(key, known, n=1)
+        if key.startswith("_"):
+            continue  # the user's own helper, which pyinfra keeps in host data and lorafleet never reads
+        near = difflib.get_close_matches(key.lower(), known, n=1)
         hint = f"did you mean {near[0]}?" if near else "see group_data/all.py for every setting"
-        problems.append(f"{key} is not a lorafleet setting: {hint} (remove it or correct its name)")
+        problems.append(f"{key} is not a lorafleet setting: {hint} (settings are lower case; remove it, correct its "
+                        "name, or start a helper of your own with _)")
     return problems
 
 
