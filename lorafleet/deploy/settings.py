@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import envfile, layout
 from lorafleet.adapters import check as adapter_check
 from lorafleet.adapters.declared import Adapter, parse_adapters
 from lorafleet.deploy.rules import HUB_REPO
@@ -286,6 +286,20 @@ def vllm_flag(arg: str) -> str | None:
     return name.removeprefix("no-") if name.removeprefix("no-") in MANAGED_FLAGS else name
 
 
+def api_key_fits_its_env_file(s: Settings) -> Iterable[str]:
+    """The key reaches vLLM through compose's env file exactly, or not at all (never the key itself in a message)."""
+    why = envfile.problem(s.secrets.api_key)
+    if why:
+        yield (f"LORAFLEET_API_KEY {why}: compose's env file could not carry it exactly; use a key of letters, digits "
+               "and punctuation on one line (or unset it and let the deploy generate one)")
+
+
+def hf_token_on_one_line(s: Settings) -> Iterable[str]:
+    """HF_TOKEN reaches the downloads through `docker run --env-file`, which takes each line literally."""
+    if any(c in s.secrets.hf_token for c in "\n\r\0"):
+        yield "HF_TOKEN holds a line break or a NUL character: copy the token again, on one line"
+
+
 def vllm_env_adds_only(s: Settings) -> Iterable[str]:
     for name in sorted(dict(s.vllm_env)):
         if name == "VLLM_API_KEY":
@@ -342,7 +356,8 @@ def _publishes_beyond_loopback(s: Settings) -> bool:
 CrossRule = Callable[[Settings], Iterable[str]]
 CROSS_RULES: tuple[CrossRule, ...] = (
     hub_repo_id, cpu_cache_holds_adapters, storage_roots_apart, gateway_named,
-    api_key_or_asked_for_none, vllm_env_adds_only, extra_vllm_args_add_only,
+    api_key_or_asked_for_none, api_key_fits_its_env_file, hf_token_on_one_line, vllm_env_adds_only,
+    extra_vllm_args_add_only,
     published_beyond_loopback_on_purpose,
 )
 RUN_RULES: tuple[CrossRule, ...] = (hf_token_for_gated_model,)  # only the real run needs these: a dry run warns

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lorafleet.deploy import layout
+from lorafleet.deploy import envfile, layout
 from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
 from lorafleet.deploy.settings import Settings
 
@@ -75,5 +75,5 @@ def render_env_file(s: Settings) -> str:
     lines = ["# Written by lorafleet. Secrets live only in this folder on the host."]
     if s.secrets.api_key:
         # vLLM reads its --api-key from this variable, which keeps the key out of `docker inspect` args.
-        lines.append(f"VLLM_API_KEY={s.secrets.api_key}")
+        lines.append(envfile.line("VLLM_API_KEY", s.secrets.api_key))
     return "\n".join(lines) + "\n"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
-from tests.support.scenario import converged
+from tests.support.scenario import API_KEY, converged, sh
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +52,12 @@ def test_verify_the_users_testinfra_suite_passes(stack):
 def test_destroy_removes_everything_it_made(local_stack):
     local_stack.destroy()
     assert local_stack.leftovers() == []
+
+
+def test_the_served_key_is_the_given_key_with_its_dollar_and_hash(stack):
+    """Read back from the running container, not from the file; a request with it answers, one without is refused."""
+    served = sh("docker", "exec", stack.vllm_container(), "printenv", "VLLM_API_KEY").stdout.removesuffix("\n")
+    assert served == API_KEY and "$" in API_KEY and "#" in API_KEY
+    models = f"{stack.endpoint}/models"
+    assert requests.get(models, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 200
+    assert requests.get(models, timeout=30).status_code == 401

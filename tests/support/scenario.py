@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
 # "sk-": the form the fleet's router (LiteLLM) requires of the user's key.
-API_KEY = "sk-e2e-api-key-" + uuid.uuid4().hex[:12]
+# $HOME and # on purpose: compose interpolates and comments env files, and the key must arrive exactly as given.
+API_KEY = "sk-e2e-$HOME#key-" + uuid.uuid4().hex[:12]
 # The user's default roots (group_data/all.py): on the Docker Desktop-shaped target the gateway sees the
 # storage at these paths, while the engine binds other folders of this machine (as its VM's paths differ).
 DESKTOP_ROOTS = {"models_root": "/mnt/d/AI_Models/base", "adapters_root": "/mnt/e/AI_Models/adapters",
