@@ -14,7 +14,9 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 # Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
 SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
-REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
+# A branch, tag or commit: no part may start with "." (git refuses those too), so ".." can never
+# turn the revision's folder into models_root or above it.
+REVISION = re.compile(r"^(?![./])(?!.*(/\.|//|/$))[A-Za-z0-9._/-]{1,128}$")
 COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -28,4 +30,6 @@ HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
                   "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
 SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
-                       "/var/lib/docker")
+                       "/var/lib/docker", "/var/log", "/var/spool", "/var/mail")
+# Folders that hold someone's secrets, wherever they are (~/.ssh, /root/.gnupg, ...): never a storage root.
+SECRET_FOLDERS = (".ssh", ".gnupg", ".aws", ".kube", ".docker", ".password-store")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from lorafleet.deploy.rules import (
     ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, HOSTNAME, IMAGE_REF, NETWORK_MODES,
-    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
+    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
 )
 
 Rule = Callable[[str, Any, list[str]], Any]
@@ -135,8 +135,10 @@ def storage_path(key: str, value: Any, problems: list[str]) -> str:
             f"{key}={value!r} must be a folder below / of letters, digits and . _ - @ + "
             "(no spaces or ':', which break volume specs and shell commands)"
         )
-    elif value in SYSTEM_FOLDERS or any(value.startswith(f + "/") for f in SYSTEM_FOLDERS_DEEP):
+    elif value in SYSTEM_FOLDERS or any(value == f or value.startswith(f + "/") for f in SYSTEM_FOLDERS_DEEP):
         problems.append(f"{key}={value!r} is a system folder the deploy would write into: choose a folder of your own")
+    elif any(part in SECRET_FOLDERS for part in PurePosixPath(value).parts):
+        problems.append(f"{key}={value!r} is inside a folder of secrets (.ssh and the like): choose a folder of your own")
     return value
 
 
