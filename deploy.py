@@ -1,7 +1,7 @@
 """Deploy the multi-LoRA FunctionGemma serving stack: `pyinfra inventory.py deploy.py`.
 
-Reads as a table of contents; each step is a module of lorafleet/deploy, with
-the files it ships beside it. With a `router` group in the inventory, the boxes
+Reads as a table of contents; each step is a module of lorafleet/deploy/<step>/,
+and what it ships is in files/<step>/ and templates/<step>/. With a `router` group in the inventory, the boxes
 serve behind one router (docs/fleet.md); server changes then roll box by box.
 """
 

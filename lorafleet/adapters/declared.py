@@ -21,7 +21,7 @@ class Adapter:
     revision: str = "main"
 
 
-def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str], check_sources: bool) -> list[Adapter]:
+def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str]) -> list[Adapter]:
     """The `adapters` setting as Adapter records; each bad entry adds a problem naming it and the fix."""
     if not isinstance(raw, (list, tuple)):
         problems.append(f"adapters={raw!r} must be a list of {{'name': ..., 'path'|'hub'|'demo': ...}} entries")
@@ -66,10 +66,7 @@ def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str
                 problems.append(f"{where}: revision={revision!r} is not a branch, tag or commit sha")
             adapters.append(Adapter(name=name, kind="hub", source=repo, revision=revision))
         else:
-            folder = str(Path(str(entry["path"])).expanduser())
-            if check_sources and not Path(folder).is_dir():
-                problems.append(f"{where}: path={entry['path']!r} does not exist on this laptop: fix the path or remove the entry")
-                continue
+            folder = str(Path(str(entry["path"])).expanduser())  # whether it exists: settings_folders.py
             adapters.append(Adapter(name=name, kind="path", source=folder))
     return adapters
 

@@ -71,7 +71,7 @@ class ImageId(FactBase):
 
 
 class LocalBaseImage(FactBase):
-    """The newest base image built on the host itself (image/local_base.py), or None."""
+    """The newest base image built on the host itself (lorafleet/deploy/local_base.py), or None."""
 
     def command(self) -> str:
         return local_base.list_command()

@@ -1,7 +1,7 @@
 """Hashes: the short content hashes in image tags and labels, and the sha1 pyinfra compares files with.
 
-`shipped_bytes` is the one place the plans read the project's own files (what layout ships), once
-per run; the plan modules themselves never open a file.
+`shipped_bytes` is where the plans read the project's own files for hashing (what layout ships), once
+per run; besides it, only the compose template is loaded (by jinja), and no plan reads the host's disk.
 """
 
 from __future__ import annotations

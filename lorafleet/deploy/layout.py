@@ -148,7 +148,7 @@ class StackPaths:
         return f"{self.stack_dir}/vllm-cpu"
 
     @property
-    def demo_dir(self) -> str:
+    def demo_builder_dir(self) -> str:
         """The demo builder's files (DEMO_FILES), side by side; mounted at /demo in the build container."""
         return f"{self.stack_dir}/demo"
 

@@ -10,6 +10,7 @@ disk (an uploaded base model's folder, the adapters' folders).
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 from dataclasses import dataclass, field, fields, replace
 from types import ModuleType
@@ -122,13 +123,19 @@ class Secrets:
         return "Secrets(<hidden>)"
 
 
+# Host data that pyinfra's connectors set themselves without declaring it in their data_meta (pyinfra 3.10).
+UNDECLARED_CONNECTOR_KEYS = frozenset({"chroot_directory", "docker_image", "docker_container_id", "server_group",
+                                       "server_group_node_ips"})
+
+
+@functools.cache
 def connector_keys() -> frozenset[str]:
     """Host data that pyinfra itself reads, named one by one as pyinfra declares them: each connector's own
     keys (ssh_user, ssh_key, fake_responses, ...) and the operations' global arguments (_sudo, _env, ...)."""
     from pyinfra.api.arguments import all_global_arguments
     from pyinfra.api.connectors import get_all_connectors
 
-    keys = {name for name, _ in all_global_arguments() if name.startswith("_")}
+    keys = {name for name, _ in all_global_arguments() if name.startswith("_")} | UNDECLARED_CONNECTOR_KEYS
     for connector in get_all_connectors().values():
         keys |= set(getattr(connector, "data_meta", None) or ())
     return frozenset(keys)
@@ -191,7 +198,7 @@ def read_settings(
     problems = unknown_keys(data)
     values = {row.name: row.read(data, problems) for row in TABLE}
     values["adapters"] = tuple(parse_adapters(values["adapters"], values["served_model_name"],
-                                              values["base_model_source"], problems, check_sources=False))
+                                              values["base_model_source"], problems))
     if values["max_cpu_loras"] is None:
         values["max_cpu_loras"] = default_max_cpu_loras(values["max_loras"], len(values["adapters"]))
     settings = Settings(**values, secrets=secrets)
@@ -274,6 +281,8 @@ MANAGED_FLAGS = {
     "enable-prefix-caching": "enable_prefix_caching", "enable-chunked-prefill": "enable_chunked_prefill",
     "tool-parser-plugin": "tool_call_parser", "enable-auto-tool-choice": "enable_tool_calling",
     "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization",
+    # a YAML file of flags could set any of the above behind the deploy's back
+    "config": "the settings above (a config file of flags could undo any of them)",
 }
 
 

@@ -49,11 +49,6 @@ def test_verify_the_users_testinfra_suite_passes(stack):
     assert summary and int(summary[-1].split(" passed")[0].split()[-1]) >= 5, result.stdout[-3000:]
 
 
-def test_destroy_removes_everything_it_made(local_stack):
-    local_stack.destroy()
-    assert local_stack.leftovers() == []
-
-
 def test_the_served_key_is_the_given_key_with_its_dollar_and_hash(stack):
     """Read back from the running container, not from the file; a request with it answers, one without is refused."""
     served = sh("docker", "exec", stack.vllm_container(), "printenv", "VLLM_API_KEY").stdout.removesuffix("\n")
@@ -61,3 +56,9 @@ def test_the_served_key_is_the_given_key_with_its_dollar_and_hash(stack):
     models = f"{stack.endpoint}/models"
     assert requests.get(models, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 200
     assert requests.get(models, timeout=30).status_code == 401
+
+
+def test_destroy_removes_everything_it_made(local_stack):
+    local_stack.destroy()
+    assert local_stack.leftovers() == []
+

@@ -8,6 +8,7 @@ serving fails here, in seconds, without building an image.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import requests
@@ -123,6 +124,10 @@ def index():
 
 @pytest.mark.parametrize("spec", locks.LOCKS.values(), ids=list(locks.LOCKS))
 def test_each_lock_is_complete_and_consistent_with_its_wheels_metadata(index, spec):
+    missing = [folder for folder in spec.find_links if not any(Path(folder).glob("*.whl"))]
+    if missing:  # torch's CPU build is on no index this check reaches: this kind of machine keeps it in /opt/wheels
+        problem = f"the {spec.name} lock's local wheels are not here ({', '.join(missing)})"
+        pytest.fail(f"CI=true: {problem}") if in_ci() else pytest.skip(problem)
     assert locks.check(spec) == []
 
 

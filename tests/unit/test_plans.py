@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,7 +38,7 @@ def test_vllms_own_parser_can_still_be_chosen(gpu_data):
     assert args[args.index("--tool-call-parser") + 1] == "functiongemma" and "--tool-parser-plugin" not in args
 
 
-def test_cuda_compose_has_the_engine_flags(gpu):
+def test_cuda_compose_has_the_vllm_flags(gpu):
     vllm = service(gpu)
     args = vllm["command"]
     assert vllm["image"] == "vllm/vllm-openai:v0.32.0"
@@ -103,7 +104,7 @@ def test_adapter_changes_change_the_manifest_not_the_compose(gpu_data, tmp_path)
     )
 
 
-def test_engine_changes_change_the_compose(gpu_data):
+def test_server_changes_change_the_compose(gpu_data):
     a = serving_plan.render_compose(build_settings(gpu_data, SECRETS))
     b = serving_plan.render_compose(build_settings({**gpu_data, "max_num_seqs": 128}, SECRETS))
     assert a != b
@@ -147,6 +148,22 @@ def test_docker_compose_config_accepts_the_serving_project(group, gpu, local, tm
     result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@docker_compose
+def test_a_dollar_in_vllm_env_and_extra_args_reaches_vllm_as_written(local_data, tmp_path):
+    """Read back by the real compose: `$HOME` stays `$HOME` (compose would otherwise interpolate it)."""
+    s = build_settings({**local_data, "vllm_env": {"MY_VAR": "a$HOME b"}, "extra_vllm_args": ["--seed", "$RANDOM"]},
+                       SECRETS)
+    text = serving_plan.render_compose(s).replace(stack.paths(s).env_file, str(tmp_path / "serving.env"))
+    (tmp_path / "serving.env").write_text(stack.render_env_file(s))
+    (tmp_path / "compose.yaml").write_text(text)
+    result = subprocess.run(["docker", "compose", "-f", str(tmp_path / "compose.yaml"), "config", "--format", "json"],
+                            capture_output=True, text=True, check=True)
+    vllm = json.loads(result.stdout)["services"]["vllm"]
+    # compose's output writes a literal $ as $$ (its own escape): undo it to compare
+    assert vllm["environment"]["MY_VAR"].replace("$$", "$") == "a$HOME b"
+    assert [a.replace("$$", "$") for a in vllm["command"]][-2:] == ["--seed", "$RANDOM"]
 
 
 @docker_compose

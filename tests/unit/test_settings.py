@@ -244,7 +244,7 @@ def test_every_variable_and_flag_the_deploy_sets_is_guarded(groups):
 
 @pytest.mark.parametrize("key, near", [
     ("MAX_LORAS", "max_loras"), ("Max_Loras", "max_loras"), ("ssh_usr", None), ("local_models_root", "models_root"),
-    ("docker_image", None), ("fake_anything", None),
+    ("docker_images", None), ("fake_anything", None),
 ])
 def test_unknown_settings_are_refused_whatever_their_case_or_prefix(gpu_data, key, near):
     with pytest.raises(SettingsError) as err:
@@ -256,5 +256,6 @@ def test_unknown_settings_are_refused_whatever_their_case_or_prefix(gpu_data, ke
 
 def test_pyinfras_own_keys_and_the_users_helpers_are_not_settings_and_not_refused(gpu_data):
     data = {**gpu_data, "ssh_user": "root", "ssh_key": "~/.ssh/id", "ssh_port": 22, "fake_responses": {},
-            "_sudo": True, "_env": {}, "_my_roots": ["/x"], "helper": lambda: 1}
+            "_sudo": True, "_env": {}, "_my_roots": ["/x"], "helper": lambda: 1, "docker_image": "x:1",
+            "chroot_directory": "/c"}
     build_settings(data, Secrets(hf_token="hf_x", api_key="k"))

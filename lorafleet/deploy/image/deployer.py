@@ -13,8 +13,9 @@ from lorafleet.deploy.settings import Settings
 
 
 def resolve_base(s: Settings) -> Settings:
-    """cpu_base_image = "local" becomes the host's own base image (or python:3.11-slim): every later step uses it."""
-    if s.profile != "cpu" or s.cpu_base_image != local_base.LOCAL:
+    """cpu_base_image = "local" becomes the host's own base image (or python:3.11-slim): every later step uses it,
+    the router's image too, whatever the profile."""
+    if s.cpu_base_image != local_base.LOCAL:
         return s
     return local_base.resolved(s, host.get_fact(LocalBaseImage))
 

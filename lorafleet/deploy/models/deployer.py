@@ -25,6 +25,6 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
     else:
         p = stack.paths(s)
         for name, source in layout.DEMO_FILES.items():
-            files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_dir}/{name}")
+            files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_builder_dir}/{name}")
         if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", stack.demo_inputs_hash(s)):
             server.shell(name="Build the demo model and adapters", commands=[live(models_plan.demo_build_command(s, engine))])

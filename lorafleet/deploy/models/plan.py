@@ -15,7 +15,7 @@ def demo_build_command(s: Settings, engine: EngineView = SAME_PATHS) -> str:
     p = paths(s)
     names = ",".join(a.name for a in s.adapters if a.kind == "demo")
     build = shlex.join([
-        "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(p.demo_dir, "/demo", "ro"),
+        "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(p.demo_builder_dir, "/demo", "ro"),
         "--entrypoint", "python3", serving_image(s), "/demo/build_demo_model.py", "--out", s.demo_dir,
         "--adapters", names, "--base-name", s.adapter_base_name,
     ])

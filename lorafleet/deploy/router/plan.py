@@ -8,7 +8,7 @@ import yaml
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.fleet import Fleet
+from lorafleet.deploy.fleet import Fleet, router_config
 from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.stack import host_script, paths
@@ -85,6 +85,4 @@ def reload_command(s: Settings, *wait: str) -> str:
 
 def expected(fleet: Fleet, drained: frozenset[str] = frozenset()) -> list[str]:
     """ctl.py's arguments: the deployment ids the reloaded router must list (and no others)."""
-    from lorafleet.deploy.fleet import router_config
-
     return [d["model_info"]["id"] for d in router_config(fleet, drained)["model_list"]]

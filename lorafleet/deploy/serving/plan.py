@@ -90,10 +90,20 @@ def server_hash(s: Settings) -> str:
                       json.dumps(vllm_environment(s)), serve_files_hash())
 
 
+def compose_literal(value):
+    """`value` as compose reads it back from a compose file: a `$` would start an interpolation, `$$` is one `$`."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: compose_literal(v) for key, v in value.items()}
+    return [compose_literal(v) for v in value]
+
+
 def render_compose(s: Settings, engine: EngineView = SAME_PATHS) -> str:
-    """The serving compose project. Changes only with the engine (image, base model, flags)."""
-    args = vllm_args(s)
-    environment = vllm_environment(s)
+    """The serving compose project. Changes only with the server (image, base model, flags)."""
+    # vllm_env and extra_vllm_args are the user's: a value with `$` reaches vLLM as written, not interpolated.
+    args = compose_literal(vllm_args(s))
+    environment = compose_literal(vllm_environment(s))
     image = serving_image(s)
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(layout.COMPOSE_TEMPLATE.parent)), undefined=jinja2.StrictUndefined, autoescape=False
@@ -118,7 +128,8 @@ def render_compose(s: Settings, engine: EngineView = SAME_PATHS) -> str:
 def check_compose(text: str, s: Settings, engine: EngineView = SAME_PATHS) -> None:
     """Read the rendered file back as compose will: what the template meant is what lands, and no secret."""
     vllm = yaml.safe_load(text)["services"]["vllm"]
-    expected = {"image": serving_image(s), "command": vllm_args(s), "environment": vllm_environment(s),
+    expected = {"image": serving_image(s), "command": compose_literal(vllm_args(s)),
+                "environment": compose_literal(vllm_environment(s)),
                 "volumes": volumes(s, engine), "env_file": [paths(s).env_file]}
     wrong = [key for key, value in expected.items() if vllm.get(key) != value]
     secrets = [v for v in (s.secrets.api_key, s.secrets.hf_token) if v and v in text]
