@@ -57,7 +57,7 @@ def test_a_gateway_whose_folders_the_engine_does_not_see_is_refused_before_any_c
         assert "preflight failed (nothing was changed)" in output
         assert f"adapters_root={DESKTOP_ROOTS['adapters_root']}" in output
         assert f"bound {scenario.host_roots['adapters_root']}" in output, "both paths are named"
-        assert "rerun the bootstrap" in output, "the fix is named"
+        assert "rerun `bash files/gateway/bootstrap.sh`" in output, "the fix is named, with the bootstrap's path"
         assert sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={scenario.project}").stdout == ""
         assert sorted(p.name for p in gateway_side.iterdir()) == [], "nothing written but the marker, and it is gone"
         assert list(scenario.host_roots["stack_dir"].iterdir()) == [], "no step ran after preflight"
