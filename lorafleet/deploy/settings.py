@@ -264,26 +264,32 @@ def api_key_or_asked_for_none(s: Settings) -> Iterable[str]:
                "generate_api_key = True, or (on a closed network only) serve_without_api_key = True")
 
 
-# What the deploy sets itself, and the setting that owns each: vllm_env and extra_vllm_args add to it, never undo it.
+# What the deploy sets itself: vllm_env and extra_vllm_args add to it, never undo it. Each names the setting
+# that owns it, or (starting with "because") why the deploy alone sets it.
 MANAGED_ENV = {
     "VLLM_API_KEY": "LORAFLEET_API_KEY (the 0600 env file)",
     "HF_HOME": "cache_root", "VLLM_CACHE_ROOT": "cache_root",
-    "HF_HUB_OFFLINE": "the deploy (models are fetched by the deploy, never by the server)",
-    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "the deploy (adapters change without a restart)",
-    "LORAFLEET_MANIFEST": "the deploy (the adapter manifest)", "LORAFLEET_PORT": "port",
-    "LORAFLEET_NICE": "the deploy (the CPU profile's priority)", "VLLM_CPU_KVCACHE_SPACE": "cpu_kvcache_space_gib",
+    "HF_HUB_OFFLINE": "because models are fetched by the deploy, never by the server",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "because adapters change without a restart through it",
+    "LORAFLEET_MANIFEST": "because the entrypoint loads the deploy's adapter manifest from it",
+    "LORAFLEET_PORT": "port", "VLLM_CPU_KVCACHE_SPACE": "cpu_kvcache_space_gib",
 }
+# Defaults of the deploy's that vllm_env may change: tuning, not a guarantee.
+TUNABLE_ENV = {"LORAFLEET_NICE": "vLLM's CPU priority (10 by default; 0 runs it at normal priority)"}
 MANAGED_FLAGS = {
     "api-key": "LORAFLEET_API_KEY (the 0600 env file)", "model": "base_model", "served-model-name": "served_model_name",
-    "host": "network_mode and publish_address", "port": "port", "enable-lora": "the deploy (multi-LoRA)",
+    "host": "network_mode and publish_address", "port": "port", "enable-lora": "because every adapter is a LoRA",
     "lora-modules": "adapters", "max-loras": "max_loras", "max-lora-rank": "max_lora_rank",
     "max-cpu-loras": "max_cpu_loras", "max-num-seqs": "max_num_seqs", "max-model-len": "max_model_len",
     "enable-prefix-caching": "enable_prefix_caching", "enable-chunked-prefill": "enable_chunked_prefill",
     "tool-parser-plugin": "tool_call_parser", "enable-auto-tool-choice": "enable_tool_calling",
     "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization",
-    # a YAML file of flags could set any of the above behind the deploy's back
-    "config": "the settings above (a config file of flags could undo any of them)",
+    "config": "because a file of flags could undo any of the above",
 }
+
+
+def _fix(owner: str) -> str:
+    return f"remove it ({owner})" if owner.startswith("because") else f"remove it; set {owner} instead"
 
 
 def vllm_flag(arg: str) -> str | None:
@@ -315,7 +321,7 @@ def vllm_env_adds_only(s: Settings) -> Iterable[str]:
             yield ("vllm_env sets VLLM_API_KEY: it would override the key of the 0600 env file (and an empty one switches "
                    "the key off); remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
         elif name in MANAGED_ENV:
-            yield f"vllm_env sets {name}, which the deploy sets itself: remove it; set {MANAGED_ENV[name]} instead"
+            yield f"vllm_env sets {name}, which the deploy sets itself: {_fix(MANAGED_ENV[name])}"
 
 
 def extra_vllm_args_add_only(s: Settings) -> Iterable[str]:
@@ -325,8 +331,7 @@ def extra_vllm_args_add_only(s: Settings) -> Iterable[str]:
             yield ("extra_vllm_args carries --api-key: the key would show in the process list and `docker inspect`; "
                    "remove it and set LORAFLEET_API_KEY in the environment or .secrets.env")
         elif flag in MANAGED_FLAGS:
-            yield (f"extra_vllm_args carries {arg.split('=', 1)[0]}, which the deploy sets itself: remove it; "
-                   f"set {MANAGED_FLAGS[flag]} instead")
+            yield f"extra_vllm_args carries {arg.split('=', 1)[0]}, which the deploy sets itself: {_fix(MANAGED_FLAGS[flag])}"
 
 
 def published_beyond_loopback_on_purpose(s: Settings) -> Iterable[str]:

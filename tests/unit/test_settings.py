@@ -112,7 +112,8 @@ BAD_INPUTS = [
     ("the cache moved by vllm_env", {"vllm_env": {"HF_HOME": "/tmp/hf"}}, "vllm_env sets HF_HOME, which the deploy sets itself: remove it; set cache_root instead"),
     ("runtime LoRA updating switched off", {"vllm_env": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}}, "vllm_env sets VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
     ("the manifest moved", {"vllm_env": {"LORAFLEET_MANIFEST": "/tmp/x.json"}}, "vllm_env sets LORAFLEET_MANIFEST"),
-    ("online mode", {"vllm_env": {"HF_HUB_OFFLINE": "0"}}, "vllm_env sets HF_HUB_OFFLINE"),
+    ("online mode", {"vllm_env": {"HF_HUB_OFFLINE": "0"}}, "sets HF_HUB_OFFLINE, which the deploy sets itself: remove it (because models are fetched by the deploy"),
+    ("a file of flags", {"extra_vllm_args": ["--config", "x.yaml"]}, "carries --config, which the deploy sets itself: remove it (because a file of flags"),
 ]
 
 
@@ -225,19 +226,19 @@ def test_more_adapters_than_max_cpu_loras_is_refused(gpu_data, tmp_path):
 
 
 def test_what_vllm_env_and_extra_vllm_args_may_add(gpu_data):
-    s = build_settings({**gpu_data, "vllm_env": {"VLLM_USE_V2_MODEL_RUNNER": "0"},
+    s = build_settings({**gpu_data, "vllm_env": {"VLLM_USE_V2_MODEL_RUNNER": "0", "LORAFLEET_NICE": "0"},
                         "extra_vllm_args": ["--enforce-eager", "--dtype", "bfloat16", "--max-logprobs=5"]}, Secrets(hf_token="hf_x", api_key="k"))
-    assert dict(s.vllm_env) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    assert dict(s.vllm_env) == {"VLLM_USE_V2_MODEL_RUNNER": "0", "LORAFLEET_NICE": "0"}
 
 
 @pytest.mark.parametrize("groups", [("gpu",), ("local",)])
 def test_every_variable_and_flag_the_deploy_sets_is_guarded(groups):
     """The rules cannot drift from the plan: whatever the deploy sets, vllm_env and extra_vllm_args cannot undo."""
     from lorafleet.deploy.serving import plan as serving_plan
-    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS, vllm_flag
+    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS, TUNABLE_ENV, vllm_flag
 
     s = build_settings(group_data(*groups), Secrets(hf_token="hf_x", api_key="k"), check_sources=False)
-    assert set(serving_plan.vllm_environment(s)) <= set(MANAGED_ENV)
+    assert set(serving_plan.vllm_environment(s)) <= set(MANAGED_ENV) | set(TUNABLE_ENV)
     flags = {vllm_flag(arg) for arg in serving_plan.vllm_args(s)} - {None}
     assert flags and flags <= set(MANAGED_FLAGS)
 
