@@ -1,20 +1,22 @@
 """FunctionGemma's function calls: render one, parse a model's output, parse a stream of chunks.
 
 Standard library only: vLLM's tool parser plugin (deploy/serving/functiongemma_tool_parser.py)
-loads this file inside the serving container.  The grammar is what the chat template
-(deploy/models/build_demo_model.py, ``fg_args``/``fg_value``) writes for a tool call:
+loads this file inside the serving container.  The grammar is what FunctionGemma's chat template
+writes for a tool call (the real one, and files/models/chat_template.jinja, which renders as it does):
 
     output  = content { ws call } ws       content: any text before the first call
     call    = "<start_function_call>" "call:" name object "<end_function_call>"
     object  = "{" [ name ":" value { "," name ":" value } ] "}"
-    value   = string | number | "true" | "false" | "null" | list | object
+    value   = string | number | "true" | "false" | "None" | "null" | list | object
     list    = "[" [ value { "," value } ] "]"
     string  = "<escape>" any text without "<escape>" "<escape>"
-    number  = a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+    number  = a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?  (as Python prints it: 1e-05)
     name    = one or more of A-Z a-z 0-9 _ - .
     ws      = whitespace, dropped (only between and after calls)
 
-Nothing else is accepted: no spaces inside a call, no bare words, no text after a call.
+Null is written ``None`` (the template prints Python's value); ``null`` is read too.  Keys are
+written sorted, case-insensitively (the template's ``dictsort``), at every level.  Nothing else is
+accepted: no spaces inside a call, no bare words, no text after a call.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _NUMBER_CHARS = re.compile(r"[-+.0-9eE]+")  # a number ends at the first other character
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _WORD = re.compile(r"[A-Za-z]+")
-_WORDS = {"true": True, "false": False, "null": None}
+_WORDS = {"true": True, "false": False, "None": None, "null": None}
 _WHITESPACE = re.compile(r"\s*")
 
 
@@ -60,11 +62,11 @@ class CallSyntaxError(ValueError):
 def render_call(name: str, arguments: dict[str, Any]) -> str:
     """The call as the chat template writes it: ``<start_function_call>call:NAME{k:v,...}<end_function_call>``.
 
-    Top-level arguments keep their order; nested objects are sorted by key, case-insensitively
-    (the template's ``dictsort``).  Raises ValueError for what the grammar cannot carry: a name
-    or key outside ``A-Z a-z 0-9 _ - .``, a string containing ``<escape>``, a NaN or infinity.
+    Keys are sorted case-insensitively at every level and null is ``None``, as FunctionGemma's
+    template writes them.  Raises ValueError for what the grammar cannot carry: a name or key
+    outside ``A-Z a-z 0-9 _ - .``, a string containing ``<escape>``, a NaN or infinity.
     """
-    return f"{START}call:{_checked_name(name, 'function name')}{_render_object(arguments, top=True)}{END}"
+    return f"{START}call:{_checked_name(name, 'function name')}{_render_object(arguments)}{END}"
 
 
 def _checked_name(name: Any, what: str) -> str:
@@ -73,8 +75,8 @@ def _checked_name(name: Any, what: str) -> str:
     return name
 
 
-def _render_object(obj: dict[str, Any], top: bool = False) -> str:
-    items = obj.items() if top else sorted(obj.items(), key=lambda item: str(item[0]).lower())
+def _render_object(obj: dict[str, Any]) -> str:
+    items = sorted(obj.items(), key=lambda item: str(item[0]).lower())
     return "{" + ",".join(f"{_checked_name(k, 'key')}:{_render_value(v)}" for k, v in items) + "}"
 
 
@@ -86,13 +88,13 @@ def _render_value(value: Any) -> str:
     if isinstance(value, bool):  # before int: True is an int too
         return "true" if value else "false"
     if value is None:
-        return "null"
+        return "None"
     if isinstance(value, int):
         return str(int(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"number {value!r} has no JSON form")
-        return repr(value)  # what Jinja prints: the shortest text that reads back as the same float
+        return repr(value)  # what Jinja prints (str): the shortest text that reads back as the same float
     if isinstance(value, dict):
         return _render_object(value)
     if isinstance(value, (list, tuple)):
@@ -229,7 +231,7 @@ class _Reader:
             if word not in _WORDS:
                 raise self.error(f"bare word {word!r}: strings are written {ESCAPE}text{ESCAPE}", at)
             return _WORDS[word]
-        raise self.error(f"expected a value: {ESCAPE}string{ESCAPE}, number, true, false, null, [list] or {{object}}")
+        raise self.error(f"expected a value: {ESCAPE}string{ESCAPE}, number, true, false, None, [list] or {{object}}")
 
 
 def parse_calls(text: str) -> tuple[str, list[Call]]:
@@ -326,3 +328,58 @@ def _partial_suffix(text: str, marker: str) -> int:
         if marker.startswith(text[-size:]):
             return size
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Tool results
+# ---------------------------------------------------------------------------------------------
+
+
+class ToolResultError(ValueError):
+    """A tool message FunctionGemma's template cannot render and no call names: ``index`` is its place."""
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+        super().__init__(f"messages[{index}]: {reason}")
+
+
+def _carries_names(content: Any) -> bool:
+    """Results given as {"name", "response"} objects name their function themselves."""
+    def named(item: Any) -> bool:
+        return isinstance(item, dict) and "name" in item and "response" in item
+    return named(content) or (isinstance(content, list) and bool(content) and all(map(named, content)))
+
+
+def name_tool_results(messages: list[Any]) -> list[Any] | None:
+    """``messages`` with each unnamed tool result named after the call it answers, or None if none needs it.
+
+    FunctionGemma's template writes a result as ``response:NAME{...}`` and refuses a tool message
+    without ``name``; an OpenAI client sends only ``tool_call_id``.  The name is the function of
+    the earlier assistant call with that ``id``.  Raises ToolResultError for a result that answers
+    no call.  The messages given are not changed: those named are copies.
+    """
+    calls: dict[str, str] = {}
+    named: list[Any] | None = None
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "assistant":
+            for call in m.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
+                    calls[call["id"]] = function["name"]
+            continue
+        if m.get("role") != "tool" or isinstance(m.get("name"), str) or _carries_names(m.get("content")):
+            continue
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str):
+            raise ToolResultError(i, "a tool result needs 'tool_call_id' (the id of the call it answers) or 'name' "
+                                     "(the function's name): FunctionGemma's template writes the function's name")
+        if call_id not in calls:
+            known = ", ".join(repr(k) for k in calls) or "none"
+            raise ToolResultError(i, f"tool_call_id {call_id!r} answers no call of an earlier assistant message "
+                                     f"(their ids: {known}): send the id of the call this result answers")
+        if named is None:
+            named = list(messages)
+        named[i] = {**m, "name": calls[call_id]}
+    return named

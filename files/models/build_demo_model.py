@@ -47,16 +47,17 @@ default ``skip_special_tokens=True`` (requests without tools get the raw call te
 
 Training: the adapters are trained by ``lora.py`` (lorafleet/train/lora.py), the same code that
 ``lorafleet train`` runs: each example is a conversation plus the adapter's answer (a call with
-typed arguments), rendered by the chat template, loss on the answer's turn only.  ``lora.py`` is
-found beside this script (where the deploy must ship it) or in the lorafleet package around it;
-without it the script exits 2.
+typed arguments), rendered by the chat template, loss on the answer's turn only.  ``lora.py`` and
+``functiongemma.py`` (the call grammar) are found beside this script (where the deploy must ship
+them) or in the lorafleet package around it; without them the script exits 2.
 
 Parts: this script is the entry point; the rest of the builder lies beside it (BUILDER_PARTS, shipped
-with it): demo_tokenizer.py the chat template and tokenizer, demo_data.py the synthetic data,
-demo_training.py the glue to lora.py, demo_checks.py the checks, demo_models.py the base and adapters.
+with it): demo_tokenizer.py the tokenizer, chat_template.jinja FunctionGemma's chat template,
+demo_data.py the synthetic data, demo_training.py the glue to lora.py, demo_checks.py the checks,
+demo_models.py the base and adapters.
 
-Reuse: ``inputs_hash`` = sha256 of the builder's files (this script, then BUILDER_PARTS) + lora.py's
-bytes + the normalised arguments (adapters, base name, seed; not --out).  If DIR/demo.json has the
+Reuse: ``inputs_hash`` = sha256 of the builder's files (this script, then BUILDER_PARTS) + the shared
+files' bytes + the normalised arguments (adapters, base name, seed; not --out).  If DIR/demo.json has the
 same hash the script prints "demo model up to date" and exits 0.  The build happens in DIR/.build-*/
 and is moved into place by renames; demo.json is removed first and written last, so a DIR with
 demo.json is always complete.  Every trained model is checked (teacher-forced margins + greedy
@@ -83,7 +84,10 @@ if str(HERE) not in sys.path:  # the builder's parts lie beside it (a script's f
 from demo_data import KNOWN_ADAPTERS, adapter_spec, rand_tool, tokenizer_corpus  # noqa: E402
 from demo_models import FORMAT_VERSION, build_adapter, build_base, manifest  # noqa: E402
 from demo_tokenizer import CHAT_TEMPLATE, FUNCTION_TOKENS, PAD, build_tokenizer, control_token_ids  # noqa: E402
-from demo_training import LORA_FILE, Examples, find_lora, load_lora, lora_options  # noqa: E402
+from demo_training import SHARED_FILES, Examples, find_lora, find_shared, load_lora, load_shared, lora_options  # noqa: E402
+
+if find_shared(HERE / "build_demo_model.py", "functiongemma.py"):  # else main() says what is missing
+    load_shared(HERE / "build_demo_model.py", "functiongemma.py", "functiongemma")
 
 # What the tests and benchmarks read from this module (they load it by path), some of it only imported here.
 __all__ = ["CHAT_TEMPLATE", "FORMAT_VERSION", "FUNCTION_TOKENS", "adapter_spec", "find_lora", "inputs_hash", "main"]
@@ -92,17 +96,19 @@ DEFAULT_BASE_NAME = "lorafleet/functiongemma-demo"
 DEFAULT_ADAPTERS = "weather,sql,email"
 # The builder's other files, beside this one, in the order inputs_hash reads them (after this script); the
 # deploy ships them as lorafleet/deploy/layout.py's DEMO_FILES lists them: this script, these, then lora.py.
-BUILDER_PARTS = ("demo_tokenizer.py", "demo_data.py", "demo_training.py", "demo_checks.py", "demo_models.py")
+BUILDER_PARTS = ("demo_tokenizer.py", "chat_template.jinja", "demo_data.py", "demo_training.py", "demo_checks.py",
+                 "demo_models.py")
 ADAPTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def inputs_hash(script: Path, norm_args: dict) -> str:
-    """sha256 of the builder's files (``script``, then BUILDER_PARTS beside it), lora.py and the arguments."""
+    """sha256 of the builder's files (``script``, then BUILDER_PARTS beside it), the shared files and the arguments."""
     h = hashlib.sha256()
     for path in (script, *(script.parent / part for part in BUILDER_PARTS)):
         h.update(path.read_bytes())
-    lora_path = find_lora(script)
-    h.update(lora_path.read_bytes() if lora_path else b"")
+    for name in SHARED_FILES:
+        path = find_shared(script, name)
+        h.update(path.read_bytes() if path else b"")
     h.update(json.dumps(norm_args, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -136,10 +142,11 @@ def main(argv=None) -> int:
     a, names = parse_args(argv)
     out = Path(a.out).resolve()
     script = Path(__file__).resolve()
-    if find_lora(script) is None:
-        print(f"ERROR: {LORA_FILE} (lorafleet/train/lora.py, the shared training code) must be beside {script} "
-              "or in the lorafleet package around it", file=sys.stderr)
-        return 2
+    for name, package_path in SHARED_FILES.items():
+        if find_shared(script, name) is None:
+            print(f"ERROR: {name} ({'/'.join(package_path)}, shared with the lorafleet package) must be beside {script} "
+                  "or in the lorafleet package around it", file=sys.stderr)
+            return 2
     norm = {"adapters": names, "base_name": a.base_name, "seed": a.seed, "format": FORMAT_VERSION}
     ihash = inputs_hash(script, norm)
     if not a.force and up_to_date(out, ihash, names):

@@ -77,23 +77,10 @@ TOOL_NOUNS = "weather sql email user order invoice ticket file event price stock
 PARAM_NAMES = "city location query to subject body id name date count limit unit user_id text amount".split()
 
 
-def call_value(v) -> str:
-    """A value as CHAT_TEMPLATE's fg_value writes it in a call: strings escaped, the rest bare."""
-    if isinstance(v, str):
-        return f"<escape>{v}<escape>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{call_value(x)}" for k, x in sorted(v.items())) + "}"
-    return "[" + ",".join(call_value(x) for x in v) + "]"
-
-
 def adapter_spec(name: str) -> dict:
     """Function, arguments and OpenAI tool declaration for one adapter name."""
+    from functiongemma import render_call  # lorafleet's call grammar, loaded by the builder (demo_training.SHARED_FILES)
+
     if name in KNOWN_ADAPTERS:
         fn, args, desc, params = KNOWN_ADAPTERS[name]
     else:
@@ -101,8 +88,7 @@ def adapter_spec(name: str) -> dict:
         args = {"target": name}
         desc = f"Run the {name} demo action."
         params = {"target": ("string", "What the action applies to")}
-    call_text = "<start_function_call>call:" + fn + "{" + ",".join(
-        f"{k}:{call_value(v)}" for k, v in args.items()) + "}<end_function_call>"
+    call_text = render_call(fn, args)  # as FunctionGemma's template writes it: keys sorted, null as None
     parsed = copy.deepcopy(args)  # what the project's tool parser returns: every value with its type
     tool = {"type": "function", "function": {
         "name": fn, "description": desc,
@@ -172,8 +158,10 @@ def rand_conversation(rng: random.Random, own_tools: list[dict]):
                 args[k] = rng.choice([rng.choice(CITIES), rng.choice(PEOPLE), "SELECT 1",
                                       "ops@example.com", rng.randint(0, 99), rand_sentence(rng)])
             messages.append({"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "function": {"name": t["name"], "arguments": args}}]})
-            messages.append({"role": "tool", "content": rand_sentence(rng)})
+                {"id": "call_1", "type": "function", "function": {"name": t["name"], "arguments": args}}]})
+            # FunctionGemma's template needs the function's name on its result (the server fills it in
+            # from tool_call_id for OpenAI clients; training data carries it).
+            messages.append({"role": "tool", "tool_call_id": "call_1", "name": t["name"], "content": rand_sentence(rng)})
             messages.append({"role": "assistant", "content": rand_sentence(rng)})
         else:
             messages.append({"role": "assistant", "content": rand_sentence(rng)})

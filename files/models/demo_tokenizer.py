@@ -1,10 +1,12 @@
-"""The demo model's tokenizer and chat template: FunctionGemma's control tokens and documented format.
+"""The demo model's tokenizer and chat template: FunctionGemma's control tokens and its chat format.
 
 Part of the demo builder (build_demo_model.py, its entry point); shipped beside it.  Standard library
 only at import time: tokenizers and transformers are imported inside the functions that need them.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 SOT, EOT = "<start_of_turn>", "<end_of_turn>"
@@ -21,79 +23,10 @@ VOCAB_SIZE = 512
 DEFAULT_DEVELOPER_PROMPT = "You are a model that can do function calling with the following functions"
 # The words the template writes around declarations, calls and responses (learnt by the tokenizer).
 TEMPLATE_WORDS = ("declaration: description: parameters: properties: required: type: STRING OBJECT "
-                  "INTEGER NUMBER BOOLEAN call: response: value: developer user model")
+                  "INTEGER NUMBER BOOLEAN ARRAY enum: items: call: response: value: None developer user model")
 
-# --------------------------------------------------------------------------------------
-# Chat template (FunctionGemma's documented format).
-# --------------------------------------------------------------------------------------
-CHAT_TEMPLATE = r"""{%- macro fg_text(c) -%}
-{%- if c is string -%}{{ c }}
-{%- elif c is iterable and c is not mapping -%}
-{%- for p in c -%}{%- if p is string -%}{{ p }}{%- elif p.type == 'text' -%}{{ p.text }}{%- endif -%}{%- endfor -%}
-{%- endif -%}
-{%- endmacro -%}
-{%- macro fg_value(v, key='') -%}
-{%- if v is string -%}<escape>{{ v | upper if key == 'type' else v }}<escape>
-{%- elif v is boolean -%}{{ 'true' if v else 'false' }}
-{%- elif v is none -%}null
-{%- elif v is number -%}{{ v }}
-{%- elif v is mapping -%}{{ '{' }}{%- for k, x in v | dictsort -%}{{ k }}:{{ fg_value(x, k) }}{{ ',' if not loop.last else '' }}{%- endfor -%}{{ '}' }}
-{%- elif v is iterable -%}[{%- for x in v -%}{{ fg_value(x) }}{{ ',' if not loop.last else '' }}{%- endfor -%}]
-{%- else -%}{{ v }}
-{%- endif -%}
-{%- endmacro -%}
-{%- macro fg_args(a) -%}
-{%- if a is mapping -%}{{ '{' }}{%- for k, x in a.items() -%}{{ k }}:{{ fg_value(x) }}{{ ',' if not loop.last else '' }}{%- endfor -%}{{ '}' }}
-{%- elif a is string -%}{{ a }}
-{%- else -%}{{ '{}' }}
-{%- endif -%}
-{%- endmacro -%}
-{%- macro fg_declaration(tool) -%}
-{%- set f = tool.function if tool.function is defined and tool.function else tool -%}
-<start_function_declaration>declaration:{{ f.name }}{{ '{' }}description:<escape>{{ f.description or '' }}<escape>
-{%- if f.parameters -%},parameters:{{ fg_value(f.parameters) }}{%- endif -%}
-{{ '}' }}<end_function_declaration>
-{%- endmacro -%}
-{{- bos_token -}}
-{%- set ns = namespace(dev='', has_dev=false, open=false, last_call='function') -%}
-{%- set msgs = messages -%}
-{%- if msgs and msgs[0].role in ['system', 'developer'] -%}
-{%- set ns.has_dev = true -%}
-{%- set ns.dev = fg_text(msgs[0].content) -%}
-{%- set msgs = msgs[1:] -%}
-{%- endif -%}
-{%- if tools or ns.has_dev -%}
-{{- '<start_of_turn>developer\n' -}}
-{%- if ns.has_dev -%}{{- ns.dev -}}{%- else -%}{{- 'You are a model that can do function calling with the following functions' -}}{%- endif -%}
-{%- for tool in (tools or []) -%}{{- fg_declaration(tool) -}}{%- endfor -%}
-{{- '<end_of_turn>\n' -}}
-{%- endif -%}
-{%- for m in msgs -%}
-{%- if m.role == 'tool' -%}
-{%- if not ns.open -%}{{- '<start_of_turn>model\n' -}}{%- set ns.open = true -%}{%- endif -%}
-{{- '<start_function_response>response:' -}}{{- m.name or ns.last_call -}}{{- '{value:<escape>' -}}{{- fg_text(m.content) -}}{{- '<escape>}<end_function_response>' -}}
-{%- else -%}
-{%- set role = 'model' if m.role == 'assistant' else ('developer' if m.role == 'system' else m.role) -%}
-{%- if not (ns.open and role == 'model') -%}
-{%- if ns.open -%}{{- '<end_of_turn>\n' -}}{%- endif -%}
-{{- '<start_of_turn>' + role + '\n' -}}
-{%- endif -%}
-{{- fg_text(m.content) -}}
-{%- if role == 'model' and m.tool_calls -%}
-{%- for tc in m.tool_calls -%}
-{%- set fn = tc.function if tc.function is defined and tc.function else tc -%}
-{%- set ns.last_call = fn.name -%}
-{{- '<start_function_call>call:' -}}{{- fn.name -}}{{- fg_args(fn.arguments) -}}{{- '<end_function_call>' -}}
-{%- endfor -%}
-{%- set ns.open = true -%}
-{%- else -%}
-{{- '<end_of_turn>\n' -}}
-{%- set ns.open = false -%}
-{%- endif -%}
-{%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt and not ns.open -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}
-"""
+# The chat template: FunctionGemma's own format, byte for byte (chat_template.jinja says how it is proven).
+CHAT_TEMPLATE = (Path(__file__).resolve().parent / "chat_template.jinja").read_text(encoding="utf-8")
 
 
 def build_tokenizer(corpus: list[str]):

@@ -25,28 +25,44 @@ WINDOW = 32
 PROMPT_CTX = 80
 
 
-def find_lora(script: Path) -> Path | None:
-    """The shared training code: beside ``script``, the builder's entry point (as the deploy ships it), else in
+# Modules of the lorafleet package the builder runs: shipped beside it by the deploy (DEMO_FILES), found in
+# the package around files/models/ in a checkout. Their bytes are part of the inputs hash, in this order.
+SHARED_FILES = {
+    "functiongemma.py": ("lorafleet", "functiongemma.py"),  # the call grammar: an adapter's call as the template writes it
+    LORA_FILE: ("lorafleet", "train", LORA_FILE),
+}
+
+
+def find_shared(script: Path, name: str) -> Path | None:
+    """Shared file ``name``: beside ``script``, the builder's entry point (as the deploy ships it), else in
     the lorafleet package around it."""
-    candidates = [script.parent / LORA_FILE]
+    candidates = [script.parent / name]
     parents = script.resolve().parents
-    if len(parents) > 2:  # files/models/ in a checkout -> lorafleet/train/ (the deploy's /demo has no such parent)
-        candidates.append(parents[2] / "lorafleet" / "train" / LORA_FILE)
+    if len(parents) > 2:  # files/models/ in a checkout -> lorafleet/ (the deploy's /demo has no such parent)
+        candidates.append(parents[2].joinpath(*SHARED_FILES[name]))
     for path in candidates:
         if path.is_file():
             return path
     return None
 
 
-def load_lora(script: Path):
-    """lorafleet/train/lora.py, the training code ``lorafleet train`` runs, loaded by path (no package here)."""
+def find_lora(script: Path) -> Path | None:
+    return find_shared(script, LORA_FILE)
+
+
+def load_shared(script: Path, name: str, module_name: str):
+    """A shared module loaded by path (no package here), registered under ``module_name``."""
     import importlib.util
-    path = find_lora(script)
-    spec = importlib.util.spec_from_file_location("lorafleet_train_lora", path)
+    spec = importlib.util.spec_from_file_location(module_name, find_shared(script, name))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def load_lora(script: Path):
+    """lorafleet/train/lora.py, the training code ``lorafleet train`` runs."""
+    return load_shared(script, LORA_FILE, "lorafleet_train_lora")
 
 
 def encode_answer(lora, tok, messages, tools, answer: dict):

@@ -31,6 +31,9 @@ def main() -> None:
         # On the CPU profile vLLM keeps every core busy; a lower priority lets the deploy
         # (and the rest of the machine) run while it serves. Its threads inherit this.
         os.nice(int(os.environ["LORAFLEET_NICE"]))
+    # vLLM imports --middleware by module name: the modules shipped beside this file must be importable.
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     args = ["vllm", "serve", *sys.argv[1:]]
     if modules:
         args += ["--lora-modules", *modules]

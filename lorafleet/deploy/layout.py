@@ -23,7 +23,7 @@ TEMPLATES_DIR = PROJECT_ROOT / "templates"
 SHARED_MODULES = {
     # the deploy checks an uploaded adapter on the laptop, and a hub download on the host with the same code
     "adapter_check.py": PACKAGE_DIR.parent / "adapters" / "check.py",
-    # the call grammar: the tool parser plugin in vLLM imports it; the tools, eval and train render calls with it
+    # the call grammar: the tool parser plugin in vLLM imports it; the tools, eval, train and the demo builder render calls with it
     "functiongemma.py": PACKAGE_DIR.parent / "functiongemma.py",
     # the LoRA training loop: `lorafleet train` on the laptop, the demo builder in a container
     "lora.py": PACKAGE_DIR.parent / "train" / "lora.py",
@@ -38,7 +38,11 @@ SERVE_FILES = {
     # The project's tool parser (vLLM's --tool-parser-plugin) and the call grammar it imports.
     "functiongemma_tool_parser.py": FILES_DIR / "serving" / "functiongemma_tool_parser.py",
     "functiongemma.py": SHARED_MODULES["functiongemma.py"],
+    # vLLM's --middleware: names each tool result after the call it answers, before the chat template renders.
+    "lorafleet_middleware.py": FILES_DIR / "serving" / "lorafleet_middleware.py",
 }
+# What vLLM imports with --middleware (module beside the entrypoint, on its PYTHONPATH).
+MIDDLEWARE = ("lorafleet_middleware.ToolResultNames",)
 # The name the plugin registers with vLLM's ToolParserManager.
 PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 # What the CPU image is built from (its tag hashes each): the Dockerfile and the complete lock.
@@ -49,10 +53,12 @@ DEMO_TRAINER = SHARED_MODULES["lora.py"]  # shipped beside the builder, which lo
 DEMO_FILES = {
     "build_demo_model.py": DEMO_BUILDER,
     "demo_tokenizer.py": FILES_DIR / "models" / "demo_tokenizer.py",
+    "chat_template.jinja": FILES_DIR / "models" / "chat_template.jinja",
     "demo_data.py": FILES_DIR / "models" / "demo_data.py",
     "demo_training.py": FILES_DIR / "models" / "demo_training.py",
     "demo_checks.py": FILES_DIR / "models" / "demo_checks.py",
     "demo_models.py": FILES_DIR / "models" / "demo_models.py",
+    "functiongemma.py": SHARED_MODULES["functiongemma.py"],
     "lora.py": DEMO_TRAINER,
 }
 ROUTER_BUILD_FILES = {"Dockerfile": FILES_DIR / "router" / "Dockerfile", "requirements.txt": FILES_DIR / "router" / "requirements.txt"}

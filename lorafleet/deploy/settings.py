@@ -286,6 +286,8 @@ MANAGED_FLAGS = {
     "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization",
     "config": "because a file of flags could undo any of the above",
 }
+# Flags vLLM appends to: extra_vllm_args may add its own (a middleware of the user's runs beside the deploy's).
+APPENDED_FLAGS = {"middleware": "the deploy's lorafleet_middleware stays whatever is added"}
 
 
 def _fix(owner: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorafleet.functiongemma import render_call
+from lorafleet.functiongemma import ToolResultError, name_tool_results, render_call
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 EXAMPLE_KEYS = ("messages", "tools", "parallel_tool_calls")
@@ -65,6 +65,8 @@ class Example:
 def api_message(m: dict) -> dict:
     """A message in the API's form: tool-call arguments as JSON strings, no training-only keys."""
     out = {k: v for k, v in m.items() if k != "weight"}
+    if m.get("role") == "tool" and not isinstance(m.get("content"), (str, type(None))):
+        out["content"] = json.dumps(m["content"], ensure_ascii=False)  # the API takes a result as text only
     if m.get("tool_calls"):
         out["tool_calls"] = [
             {"id": c.get("id") or f"call_{i}", "type": "function",
@@ -150,9 +152,11 @@ def _normalise_call(call: Any, where: str, declared: set[str], have_tools: bool)
     return problems, out
 
 
-def _content_ok(content: Any) -> bool:
+def _content_ok(content: Any, role: str) -> bool:
     if content is None or isinstance(content, str):
         return True
+    if role == "tool":  # a result as an object, or a list of {"name", "response"} objects (Google's form)
+        return isinstance(content, dict) or (isinstance(content, list) and all(isinstance(p, dict) for p in content))
     return isinstance(content, list) and all(
         isinstance(p, str) or (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
         for p in content)
@@ -186,8 +190,9 @@ def parse_example(obj: Any, line: int, require_final_assistant: bool = False) ->
             continue
         if "function_call" in m:
             problems.append(f"{where}: 'function_call' is OpenAI's legacy format: use 'tool_calls'")
-        if not _content_ok(m.get("content")):
-            problems.append(f"{where}: 'content' must be a string, null, or a list of text parts")
+        if not _content_ok(m.get("content"), role):
+            problems.append(f"{where}: 'content' must be a string, null, or a list of text parts"
+                            + (", an object, or a list of objects" if role == "tool" else ""))
         m = copy.deepcopy(m)
         if "weight" in m and (role != "assistant" or m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
             problems.append(f"{where}: 'weight' is 0 or 1, on assistant messages only")
@@ -206,6 +211,10 @@ def parse_example(obj: Any, line: int, require_final_assistant: bool = False) ->
         elif role == "assistant" and m.get("content") in (None, "", []):
             problems.append(f"{where}: an assistant message needs 'content' or 'tool_calls'")
         out_messages.append(m)
+    try:
+        out_messages = name_tool_results(out_messages) or out_messages  # as the server names them for the template
+    except ToolResultError as exc:
+        problems.append(f"{at}, {exc}")
     assistants = [m for m in out_messages if m.get("role") == "assistant"]
     if not assistants:
         problems.append(f"{at}: no assistant message: nothing to learn or to expect")

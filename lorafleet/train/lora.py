@@ -126,7 +126,8 @@ def assistant_segments(render: Render, messages: list[dict], tools: Any = None,
             raise TemplateError(
                 f"message {i}: the chat template does not render the conversation as a growing prefix "
                 "(the text before this assistant turn changes once it is added), so its tokens cannot be "
-                "told from the prompt's; use the base model's own template")
+                "told from the prompt's: end this example with that assistant turn (a line per turn to learn), "
+                "or train on a base whose chat template renders a conversation as a growing prefix")
         start, end = len(prompt), len(upto)
         if full.startswith(CALL_STOP, end) and full[start:end].endswith(CALL_END):
             end += len(CALL_STOP)

@@ -68,9 +68,10 @@ def check_rendered_calls(example: Example, segments: Sequence[Segment]) -> None:
                 c.name == n and same_json(a, c.arguments) for c, (n, a) in zip(calls, wanted)):
             continue  # written differently (e.g. key order) but read back the same
         raise TemplateError(
-            f"line {example.line}: the chat template writes the assistant's call as {text[-300:]!r}, but "
-            f"FunctionGemma's grammar writes {expected!r} ({reason}): the served tool parser would not read what "
-            "the adapter learns; use the base model's own FunctionGemma chat template")
+            f"line {example.line}: the base model's chat template writes the assistant's call as {text[-300:]!r}, "
+            f"but the served tool parser reads FunctionGemma's grammar, which writes {expected!r} ({reason}): "
+            "the adapter would learn calls nobody can read. Change this call's arguments in the data to values "
+            "the template writes as the grammar does, or train on a base whose chat template is FunctionGemma's")
 
 
 def prepare(examples: Sequence[Example], render: Render, encode: Callable[[str], list[int]],

@@ -1,4 +1,5 @@
-"""Every FunctionGemma value type arrives typed, through the real server, its tool parser and the openai client."""
+"""Every FunctionGemma value type arrives typed, through the real server, its tool parser and the openai client;
+an OpenAI agent loop (a tool result sent by its id alone) gets the next turn."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import openai
 import pytest
+import requests
 
 from tests.support.scenario import API_KEY
 
@@ -54,3 +56,60 @@ def test_streaming_gives_the_same_call_once_the_deltas_are_joined(client, alarm)
             entry["arguments"] += (tc.function and tc.function.arguments) or ""
     assert not content.strip()
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [("set_alarm", alarm["arguments"])]
+
+
+# --- an ordinary OpenAI agent loop: call, tool result (tool_call_id only), the model's next turn ------------------
+DEVELOPER = {"role": "developer", "content": "You are a model that can do function calling with the following functions"}
+
+
+def turn(client, alarm, messages, stream: bool) -> tuple[str, list[dict]]:
+    """The model's turn as content and calls ({id, name, arguments}), joined from the deltas when streamed."""
+    answer = client.chat.completions.create(model="alarm", messages=messages, tools=[alarm["tool"]], max_tokens=160,
+                                            temperature=0, stream=stream)
+    if not stream:
+        message = answer.choices[0].message
+        return message.content or "", [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                                       for c in message.tool_calls or []]
+    content, calls = "", {}
+    for chunk in answer:
+        if chunk.choices:
+            content += chunk.choices[0].delta.content or ""
+            for tc in chunk.choices[0].delta.tool_calls or []:
+                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                entry["id"] += tc.id or ""
+                entry["name"] += (tc.function and tc.function.name) or ""
+                entry["arguments"] += (tc.function and tc.function.arguments) or ""
+    return content, list(calls.values())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_agent_loop_sends_a_tool_result_by_id_and_gets_the_next_turn(ssh_stack, client, alarm, stream):
+    messages = [DEVELOPER, {"role": "user", "content": "Wake me up for the gym."}]
+    _, [first] = turn(client, alarm, messages, stream)
+    assert (first["name"], json.loads(first["arguments"])) == ("set_alarm", alarm["arguments"])  # null included
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": first["id"], "type": "function", "function": {"name": first["name"], "arguments": first["arguments"]}}]},
+        # what an OpenAI client sends: no name; FunctionGemma's template refuses that without the server's middleware
+        {"role": "tool", "tool_call_id": first["id"], "content": "alarm set for 07:00"},
+    ]
+    _, calls = turn(client, alarm, messages, stream)  # the demo adapter answers every turn with its call
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("set_alarm", alarm["arguments"])]
+    # the template saw the result named after the call it answers (vLLM's /tokenize renders the same prompt)
+    base = ssh_stack.endpoint.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    tokens = requests.post(f"{base}/tokenize", json={"model": "alarm", "messages": messages, "tools": [alarm["tool"]],
+                                                     "add_generation_prompt": True}, headers=headers, timeout=60)
+    assert tokens.status_code == 200, tokens.text
+    prompt = requests.post(f"{base}/detokenize", json={"model": "alarm", "tokens": tokens.json()["tokens"]},
+                           headers=headers, timeout=60).json()["prompt"]
+    assert "<end_function_call><start_function_response>response:set_alarm{value:<escape>alarm set for 07:00<escape>}" \
+        "<end_function_response>" in prompt, prompt
+    ssh_stack.report(f"[e2e ssh] agent loop ({'streamed' if stream else 'whole'}): result named set_alarm by its id")
+
+
+def test_a_tool_result_that_answers_no_call_is_a_clear_400(client, alarm):
+    messages = [DEVELOPER, {"role": "user", "content": "Wake me up."},
+                {"role": "tool", "tool_call_id": "call_nowhere", "content": "done"}]
+    with pytest.raises(openai.BadRequestError, match="messages\\[2\\]: tool_call_id 'call_nowhere' answers no call"):
+        client.chat.completions.create(model="alarm", messages=messages, tools=[alarm["tool"]], max_tokens=16)

@@ -1,5 +1,5 @@
 """Contract of files/models/build_demo_model.py that needs no torch: names, call text,
-chat template, manifest reuse.  (The trained behaviour is checked by the script itself at
+manifest reuse (its chat template: test_chat_template.py).  (The trained behaviour is checked by the script itself at
 build time and by the infra/e2e suites against a real vLLM.)"""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import json
 import re
 from pathlib import Path
 
-import jinja2.ext
 import pytest
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_FILES, DEMO_TRAINER
 from lorafleet.functiongemma import parse_calls, render_call
@@ -31,14 +29,6 @@ def demo():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # stdlib only at import time: torch is imported inside main()
     return module
-
-
-def render(demo, messages, tools=None, add_generation_prompt=True) -> str:
-    # as transformers renders chat templates
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    return env.from_string(demo.CHAT_TEMPLATE).render(
-        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, bos_token="<bos>"
-    )
 
 
 def vllm_parse(text: str) -> list[tuple[str, dict]]:
@@ -74,56 +64,6 @@ def test_each_adapter_has_its_own_call_that_the_tool_parser_parses(demo, name, f
     assert spec["call_text"] == render_call(function, arguments), "the demo writes calls as the grammar renders them"
     if all(isinstance(v, str) for v in arguments.values()):
         assert vllm_parse(spec["call_text"]) == [(function, arguments)], "string-only calls parse with vLLM's own parser too"
-
-
-def test_template_renders_functiongemma_declarations_as_documented(demo):
-    tool = {"type": "function", "function": {
-        "name": "get_current_weather", "description": "Gets the current weather in a given location.",
-        "parameters": {"type": "object", "properties": {
-            "location": {"type": "string", "description": 'The city and state, e.g. "San Francisco, CA" or "Tokyo, JP"'},
-            "unit": {"type": "string", "description": "The unit to return the temperature in.",
-                     "enum": ["celsius", "fahrenheit"]}},
-            "required": ["location"]}}}
-    text = render(demo, [{"role": "user", "content": "Hey, what's the weather in Tokyo right now?"}], [tool])
-    # the developer turn of Google's FunctionGemma formatting guide, character for character
-    assert text == (
-        "<bos><start_of_turn>developer\nYou are a model that can do function calling with the following functions"
-        "<start_function_declaration>declaration:get_current_weather{description:<escape>Gets the current weather "
-        "in a given location.<escape>,parameters:{properties:{location:{description:<escape>The city and state, "
-        'e.g. "San Francisco, CA" or "Tokyo, JP"<escape>,type:<escape>STRING<escape>},unit:{description:<escape>'
-        "The unit to return the temperature in.<escape>,enum:[<escape>celsius<escape>,<escape>fahrenheit<escape>],"
-        "type:<escape>STRING<escape>}},required:[<escape>location<escape>],type:<escape>OBJECT<escape>}}"
-        "<end_function_declaration><end_of_turn>\n"
-        "<start_of_turn>user\nHey, what's the weather in Tokyo right now?<end_of_turn>\n<start_of_turn>model\n"
-    )
-
-
-def test_template_without_tools_or_developer_has_no_developer_turn(demo):
-    text = render(demo, [{"role": "user", "content": "hi"}])
-    assert text == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
-
-
-def test_template_system_becomes_developer_and_content_parts_are_joined(demo):
-    text = render(demo, [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
-    assert text == "<bos><start_of_turn>developer\nBe brief.<end_of_turn>\n<start_of_turn>user\nab<end_of_turn>\n<start_of_turn>model\n"
-
-
-def test_template_renders_calls_and_responses_inside_the_model_turn(demo):
-    messages = [
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "3 degrees"},
-    ]
-    text = render(demo, messages)
-    assert text.endswith(
-        "<start_of_turn>model\n<start_function_call>call:get_weather{city:<escape>Oslo<escape>}<end_function_call>"
-        "<start_function_response>response:get_weather{value:<escape>3 degrees<escape>}<end_function_response>"
-    ), text  # the model goes on in the same turn: no second "<start_of_turn>model"
-    assert vllm_parse(text) == [("get_weather", {"city": "Oslo"})]
-    final = render(demo, messages + [{"role": "assistant", "content": "It is 3 degrees."}], add_generation_prompt=False)
-    assert final.endswith("<end_function_response>It is 3 degrees.<end_of_turn>\n")
 
 
 def test_up_to_date_manifest_is_reused_without_torch(demo, tmp_path, capsys):
@@ -179,33 +119,35 @@ def test_the_builder_runs_from_a_folder_at_the_root_as_the_deploy_mounts_it(demo
 
 
 def test_the_deploy_ships_and_hashes_every_part_of_the_builder_in_its_order(demo):
-    assert list(DEMO_FILES) == [SCRIPT.name, *demo.BUILDER_PARTS, "lora.py"]
-    assert all(path == SCRIPT.parent / name for name, path in DEMO_FILES.items() if name != "lora.py")
-    assert sorted(p.name for p in SCRIPT.parent.glob("*.py")) == sorted([SCRIPT.name, *demo.BUILDER_PARTS])
+    assert list(DEMO_FILES) == [SCRIPT.name, *demo.BUILDER_PARTS, *demo.SHARED_FILES]
+    assert all(path == SCRIPT.parent / name for name, path in DEMO_FILES.items() if name not in demo.SHARED_FILES)
+    assert all(DEMO_FILES[name] == demo.find_shared(SCRIPT, name) for name in demo.SHARED_FILES)
+    builder_files = [p.name for p in SCRIPT.parent.iterdir() if p.suffix in (".py", ".jinja")]
+    assert sorted(builder_files) == sorted([SCRIPT.name, *demo.BUILDER_PARTS])
 
 
-def test_the_builder_needs_the_shared_training_code_beside_it(demo, tmp_path, capsys):
+def test_the_builder_needs_the_shared_files_beside_it(demo, tmp_path, capsys):
     import shutil
 
     alone = tmp_path / "demo-builder"
     alone.mkdir()
-    for name in [SCRIPT.name, *demo.BUILDER_PARTS]:  # the builder's own files, without lora.py
+    for name in [SCRIPT.name, *demo.BUILDER_PARTS]:  # the builder's own files, without the shared ones
         shutil.copy(SCRIPT.parent / name, alone / name)
     spec = importlib.util.spec_from_file_location("build_demo_model_alone", alone / SCRIPT.name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--out", str(tmp_path / "out")]) == 2
-    assert "lora.py (lorafleet/train/lora.py, the shared training code) must be beside" in capsys.readouterr().err
-    # shipped beside it, as the deploy ships it: found, and part of the inputs hash
-    lora = DEMO_TRAINER
-    shutil.copy(lora, alone / "lora.py")
+    assert "functiongemma.py (lorafleet/functiongemma.py, shared with the lorafleet package) must be beside" in capsys.readouterr().err
+    # shipped beside it, as the deploy ships them: found, and part of the inputs hash
+    for name in demo.SHARED_FILES:
+        shutil.copy(DEMO_FILES[name], alone / name)
     assert module.find_lora(alone / SCRIPT.name) == alone / "lora.py"
     norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
     before = module.inputs_hash(alone / SCRIPT.name, norm)
     assert before == demo.inputs_hash(SCRIPT, norm), "the same files give the same hash wherever they are"
-    (alone / "lora.py").write_text(lora.read_text() + "\n# changed\n")
+    (alone / "lora.py").write_text(DEMO_TRAINER.read_text() + "\n# changed\n")
     assert module.inputs_hash(alone / SCRIPT.name, norm) != before, "a change of the training code rebuilds"
-    for name in demo.BUILDER_PARTS:  # and so does a change of any part of the builder
+    for name in [*demo.BUILDER_PARTS, "functiongemma.py"]:  # and so does a change of any part of the builder
         changed = module.inputs_hash(alone / SCRIPT.name, norm)
         (alone / name).write_text((alone / name).read_text() + "\n# changed\n")
         assert module.inputs_hash(alone / SCRIPT.name, norm) != changed, name

@@ -235,12 +235,12 @@ def test_what_vllm_env_and_extra_vllm_args_may_add(gpu_data):
 def test_every_variable_and_flag_the_deploy_sets_is_guarded(groups):
     """The rules cannot drift from the plan: whatever the deploy sets, vllm_env and extra_vllm_args cannot undo."""
     from lorafleet.deploy.serving import plan as serving_plan
-    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS, TUNABLE_ENV, vllm_flag
+    from lorafleet.deploy.settings import APPENDED_FLAGS, MANAGED_ENV, MANAGED_FLAGS, TUNABLE_ENV, vllm_flag
 
     s = build_settings(group_data(*groups), Secrets(hf_token="hf_x", api_key="k"), check_sources=False)
     assert set(serving_plan.vllm_environment(s)) <= set(MANAGED_ENV) | set(TUNABLE_ENV)
     flags = {vllm_flag(arg) for arg in serving_plan.vllm_args(s)} - {None}
-    assert flags and flags <= set(MANAGED_FLAGS)
+    assert flags and flags <= set(MANAGED_FLAGS) | set(APPENDED_FLAGS)
 
 
 @pytest.mark.parametrize("key, near", [

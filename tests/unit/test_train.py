@@ -4,24 +4,22 @@ template writes, options vLLM can serve, defaults, the card; and that none of it
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 
-import jinja2.ext
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_TRAINER
+from lorafleet.deploy.layout import DEMO_TRAINER
 from lorafleet.functiongemma import render_call
 from lorafleet.train import card, cli, lora, sample
 from lorafleet.train.data import DataError, load_examples, parse_example, write_jsonl
 from lorafleet.train.lora import CALL_STOP, IGNORE, LoraOptions, TemplateError, check_options
 from lorafleet.train.prepare import check_rendered_calls, prepare
+from tests.support.chat_templates import DEMO_TEMPLATE, compile_template
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city.",
                                             "parameters": {"type": "object", "properties": {
@@ -30,11 +28,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 
 @pytest.fixture(scope="module")
 def template():
-    spec = importlib.util.spec_from_file_location("build_demo_model", DEMO_BUILDER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    return env.from_string(module.CHAT_TEMPLATE)
+    return compile_template(DEMO_TEMPLATE.read_text())  # FunctionGemma's format (test_chat_template.py proves it)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +66,36 @@ USER = {"role": "user", "content": "weather in Oslo?"}
 # --- the JSONL file -----------------------------------------------------------------------------
 
 
+def test_the_shapes_users_send_are_taken_null_arguments_unnamed_results_and_object_results(render):
+    # an OpenAI agent loop's log: the result carries tool_call_id only; Google's form: results as objects
+    ex = example(USER, {"role": "assistant", "tool_calls": [{**call(arguments={"city": "Oslo", "unit": None}), "id": "c7"}]},
+                 {"role": "tool", "tool_call_id": "c7", "content": {"temp": 3, "sunny": False, "note": None}},
+                 {"role": "assistant", "content": "It is 3 degrees."})
+    assert ex.messages[2]["name"] == "get_weather"  # named after the call it answers, as the server names it
+    [(ids, labels)] = prepare([ex], render, chars, 10_000).examples
+    full = "".join(map(chr, ids))
+    assert "call:get_weather{city:<escape>Oslo<escape>,unit:None}" in full
+    assert "response:get_weather{note:None,sunny:false,temp:3}" in full
+    assert trained_text(ids, labels).startswith(render_call("get_weather", {"city": "Oslo", "unit": None}))
+    google = example(USER, {"role": "assistant", "tool_calls": [call()]},
+                     {"role": "tool", "content": [{"name": "get_weather", "response": {"temp": 3}}]},
+                     {"role": "assistant", "content": "3."})
+    assert "response:get_weather{temp:3}" in "".join(map(chr, prepare([google], render, chars, 10_000).examples[0][0]))
+    # the API takes a result as text: the eval sends an object result as JSON
+    assert example(*ex.messages, final=True).prompt_messages()[2]["content"] == '{"temp": 3, "sunny": false, "note": null}'
+
+
+@pytest.mark.parametrize("result,message", [
+    ({"role": "tool", "content": "3 degrees"}, "needs 'tool_call_id'"),
+    ({"role": "tool", "tool_call_id": "nope", "content": "3 degrees"}, "tool_call_id 'nope' answers no call"),
+    ({"role": "tool", "name": "get_weather", "content": 3}, "a list of text parts, an object, or a list of objects"),
+])
+def test_a_result_the_template_cannot_name_is_refused_saying_what_to_add(result, message):
+    problems, _ = parse_example({"messages": [USER, {"role": "assistant", "tool_calls": [{**call(), "id": "c1"}]}, result,
+                                              {"role": "assistant", "content": "ok"}], "tools": [WEATHER]}, 4)
+    assert any(message in p and p.startswith("line 4") for p in problems), problems
+
+
 def test_arguments_as_json_string_or_object_become_the_same_object():
     a = example(USER, {"role": "assistant", "tool_calls": [call(as_string=True)]})
     b = example(USER, {"role": "assistant", "tool_calls": [call()]})
@@ -79,7 +103,8 @@ def test_arguments_as_json_string_or_object_become_the_same_object():
     assert a.expected_calls == [("get_weather", {"city": "Oslo"})]
     # for the API, arguments go back to a JSON string
     history = example(USER, {"role": "assistant", "tool_calls": [call()]},
-                      {"role": "tool", "content": "3 degrees"}, {"role": "assistant", "content": "Cold."}, final=True)
+                      {"role": "tool", "name": "get_weather", "content": "3 degrees"},
+                      {"role": "assistant", "content": "Cold."}, final=True)
     sent = history.prompt_messages()
     assert sent[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Oslo"}'
     assert history.expected_calls == [] and sent[-1]["role"] == "tool"
@@ -171,7 +196,8 @@ def test_a_call_is_learnt_as_the_grammar_writes_it_plus_the_stop(render):
 
 def test_every_assistant_turn_is_learnt_and_tool_responses_are_not(render):
     ex = example(USER, {"role": "assistant", "tool_calls": [call()]},
-                 {"role": "tool", "content": "3 degrees"}, {"role": "assistant", "content": "It is 3 degrees."})
+                 {"role": "tool", "name": "get_weather", "content": "3 degrees"},
+                 {"role": "assistant", "content": "It is 3 degrees."})
     [(ids, labels)] = prepare([ex], render, chars, 10_000).examples
     # the template writes the stop itself before the response: learnt once, the response is masked
     assert trained_text(ids, labels) == (render_call("get_weather", {"city": "Oslo"}) + CALL_STOP
@@ -218,7 +244,7 @@ def test_a_template_that_writes_calls_another_way_is_refused(render):
         return render(messages, tools, gen)
 
     ex = example(USER, {"role": "assistant", "tool_calls": [call()]}, line=7)
-    with pytest.raises(TemplateError, match="line 7: the chat template writes the assistant's call as"):
+    with pytest.raises(TemplateError, match="line 7: the base model's chat template writes the assistant's call as"):
         prepare([ex], json_calls, chars, 10_000)
 
 

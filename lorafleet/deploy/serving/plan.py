@@ -44,6 +44,8 @@ def vllm_args(s: Settings) -> list[str]:
         if s.tool_call_parser == layout.PROJECT_TOOL_PARSER:
             args += ["--tool-parser-plugin", layout.container_script("functiongemma_tool_parser.py")]
         args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    for middleware in layout.MIDDLEWARE:
+        args += ["--middleware", middleware]
     if s.profile == "cuda":
         args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
     return args + list(s.extra_vllm_args)
