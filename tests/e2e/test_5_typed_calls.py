@@ -93,8 +93,10 @@ def test_an_agent_loop_sends_a_tool_result_by_id_and_gets_the_next_turn(ssh_stac
         # what an OpenAI client sends: no name; FunctionGemma's template refuses that without the server's middleware
         {"role": "tool", "tool_call_id": first["id"], "content": "alarm set for 07:00"},
     ]
-    _, calls = turn(client, alarm, messages, stream)  # the demo adapter answers every turn with its call
-    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("set_alarm", alarm["arguments"])]
+    # served (without the name, the template would refuse it: a 400); what the demo adapter writes after a
+    # response is whatever it learnt, text or calls, each call typed
+    content, calls = turn(client, alarm, messages, stream)
+    assert all(isinstance(json.loads(c["arguments"]), dict) for c in calls)
     # the template saw the result named after the call it answers (vLLM's /tokenize renders the same prompt)
     base = ssh_stack.endpoint.removesuffix("/v1")
     headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -105,7 +107,8 @@ def test_an_agent_loop_sends_a_tool_result_by_id_and_gets_the_next_turn(ssh_stac
                            headers=headers, timeout=60).json()["prompt"]
     assert "<end_function_call><start_function_response>response:set_alarm{value:<escape>alarm set for 07:00<escape>}" \
         "<end_function_response>" in prompt, prompt
-    ssh_stack.report(f"[e2e ssh] agent loop ({'streamed' if stream else 'whole'}): result named set_alarm by its id")
+    ssh_stack.report(f"[e2e ssh] agent loop ({'streamed' if stream else 'whole'}): result named set_alarm by its id; "
+                     f"next turn {content[:60]!r}, calls {[c['name'] for c in calls]}")
 
 
 def test_a_tool_result_that_answers_no_call_is_a_clear_400(client, alarm):
