@@ -8,11 +8,12 @@ throwaway container binding the engine's source of it, then removed.
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 
-from lorafleet.deploy import layout, stack
+from lorafleet.deploy import gpu, layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
 from lorafleet.deploy.facts import (
     ContainerRunning,
@@ -54,13 +55,8 @@ def check(s: Settings, routes: bool = False) -> EngineView:
                             f"does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
-    if s.profile == "cuda" and host.get_fact(ImageId, image=stack.serving_image(s)):
-        gpu = host.get_fact(GpuInContainer, image=stack.serving_image(s))
-        if not gpu["ok"]:
-            problems.append(
-                "the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "
-                f"Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: {gpu['detail'][:300]}"
-            )
+    if s.profile == "cuda":
+        problems += _gpu_problems(s)
     if routes and s.router_network_mode == "gateway" and versions["server"] and not host.get_fact(
             ContainerRunning, container=s.router_gateway_container):
         problems.append(
@@ -74,6 +70,46 @@ def check(s: Settings, routes: bool = False) -> EngineView:
     if problems:
         raise DeployError(f"{host.name}: preflight failed (nothing was changed):\n" + "\n".join(f"  - {p}" for p in problems))
     return engine
+
+
+def served_dtype(s: Settings) -> Settings:
+    """The dtype vLLM is given: dtype itself, or for "auto" on the cuda profile the one the GPU takes (gpu.py),
+    printed with the reason. The cpu profile's "auto" stays vLLM's own choice (no flag, no line)."""
+    choice = gpu.choose_dtype(s.dtype, s.profile, _gpus(s))
+    if choice.dtype:
+        logger.info(f"{host.name}: dtype {choice.dtype}: {choice.why}")
+    return replace(s, served_dtype=choice.dtype)
+
+
+def _gpu_answer(s: Settings) -> dict | None:
+    """nvidia-smi's answer in a container of the serving image; None before the image is pulled (the image step
+    reads it right after the pull)."""
+    if s.profile != "cuda" or not host.get_fact(ImageId, image=stack.serving_image(s)):
+        return None
+    return host.get_fact(GpuInContainer, image=stack.serving_image(s))
+
+
+def _gpus(s: Settings) -> list[gpu.Gpu] | None:
+    answer = _gpu_answer(s)
+    try:
+        return gpu.parse_query(answer["detail"].splitlines()) if answer and answer["ok"] else None
+    except gpu.QueryError:
+        return None  # check() has refused it
+
+
+def _gpu_problems(s: Settings) -> list[str]:
+    answer = _gpu_answer(s)
+    if answer is None:
+        return []
+    if not answer["ok"]:
+        return ["the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "
+                f"Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: {answer['detail'][:300]}"]
+    try:
+        gpus = gpu.parse_query(answer["detail"].splitlines())
+    except gpu.QueryError as exc:
+        return [f"{exc}: update NVIDIA's driver on the host (it reports compute_cap since 2022); if the line stays, "
+                "please report it"]
+    return gpu.problems(s, gpu.choose_dtype(s.dtype, s.profile, gpus), gpus)
 
 
 FIX = (f"rerun `bash {BOOTSTRAP}` in the WSL distro with the same roots as group_data (it mounts each root into the "
