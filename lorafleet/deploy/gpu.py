@@ -45,9 +45,6 @@ class Gpu:
     def compute_capability(self) -> str:
         return f"{self.capability[0]}.{self.capability[1]}"
 
-    def __str__(self) -> str:
-        return f"{self.name} ({self.memory_mib} MiB, compute capability {self.compute_capability}, driver {self.driver})"
-
 
 def parse_query(lines: Iterable[str]) -> list[Gpu]:
     """The GPUs in nvidia-smi's answer to `QUERY`, in its order; `QueryError` names a line it cannot read."""
@@ -210,11 +207,12 @@ def pulled_check_command(s: Settings, image: str, choice: DtypeChoice) -> str:
     bf16 = "set dtype = auto or float32" if choice.forced else \
         "planned before the card could be read: run the deploy again, it now reads the card and picks float32"
     query = shlex.join(["docker", "run", "--rm", "--gpus", "all", "--entrypoint", "nvidia-smi", image, *QUERY])
+    # Fields from the right, as parse_query reads them: a name may hold a comma.
     program = (
-        '{ print; if (bf16 && $3 + 0 < 8) { print $1 ": compute capability " $3 " has no bfloat16 (dtype " dtype '
-        '"): " fixcap; bad = 1 } if ($2 * util < need) { print $1 ": " $2 " MiB x gpu_memory_utilization " util '
-        '" is below the about " need " MiB these settings need: run the deploy again, its preflight names the setting '
-        'to lower"; bad = 1 } } END { exit bad }'
+        '{ print; mib = $(NF - 2); cap = $(NF - 1) } '
+        'bf16 && cap + 0 < 8 { print "compute capability " cap " has no bfloat16 (dtype " dtype "): " fixcap; bad = 1 } '
+        'mib * util < need { print mib " MiB x gpu_memory_utilization " util " is below the about " need " MiB these '
+        'settings need: run the deploy again, its preflight names the setting to lower"; bad = 1 } END { exit bad }'
     )
     awk = shlex.join(["awk", "-F", ", *", "-v", f"bf16={int(choice.dtype == 'bfloat16')}", "-v", f"dtype={choice.dtype}",
                       "-v", f"fixcap={bf16}", "-v", f"util={s.gpu_memory_utilization}", "-v", f"need={sum(parts.values())}",

@@ -170,6 +170,8 @@ def fake_docker(tmp_path, answer: str, rc: int = 0) -> dict:
                             "be read: run the deploy again, it now reads the card and picks float32"),
     (TURING, "bfloat16", False, "set dtype = auto or float32"),
     (TURING, "float32", True, ""),
+    ("NVIDIA RTX PRO 6000 Blackwell, Workstation Edition, 97887, 12.0, 580.88", "auto", True, ""),
+    ("NVIDIA Quadro RTX 4000, Mobile, 8192, 7.5, 560.94", "auto", False, "compute capability 7.5 has no bfloat16"),
     ("NVIDIA GeForce RTX 3050, 2048, 8.6, 560.94", "auto", False,
      "2048 MiB x gpu_memory_utilization 0.85 is below the about 2914 MiB these settings need"),
 ])
