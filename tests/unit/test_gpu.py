@@ -20,7 +20,7 @@ T4 = "Tesla T4, 15360, 7.5, 535.183.01"
 SMALL_TURING = "NVIDIA T600, 4096, 7.5, 566.14"
 TOO_SMALL = "NVIDIA T400, 2048, 7.5, 566.14"
 PASCAL = "NVIDIA GeForce GTX 1080, 8192, 6.1, 560.94"
-# What the query returned on a real driver (the session's H200 device, 2026-12-04; README, Performance).
+# What the query returned on a real driver: an H200 with driver 580.159.04, 2026-12-04 (README, "Train, deploy, measure").
 H200 = "NVIDIA H200, 143771, 9.0, 580.159.04"
 
 
