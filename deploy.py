@@ -19,7 +19,7 @@ from lorafleet.deploy.serving import deployer as serving
 
 settings = host_settings(host)  # every setting validated here, before anything is planned
 fleet = inventory_fleet(inventory)  # the boxes and the router, when the inventory has a router; else None
-engine = preflight.check(settings, routes=bool(fleet) and host.name == fleet.router)  # docker + compose v2, the GPU, each root proven through the engine
+engine, settings = preflight.check(settings, routes=bool(fleet) and host.name == fleet.router)  # docker + compose v2, the GPU and the dtype it takes (printed with why), each root proven through the engine
 settings = image.resolve_base(settings)  # cpu_base_image = "local": the host's own base image, else python:3.11-slim
 lock.acquire(settings)  # one deploy at a time on a box; a crashed deploy's lock is recognised
 storage.ensure(settings)  # storage roots, cache folders, the stack folder, the scripts it runs

@@ -44,7 +44,9 @@ max_lora_rank = 32  # highest adapter rank; one of 1, 8, 16, 32, 64, 128, 256, 3
 max_cpu_loras = None  # adapter cache size; None: 64, or the next power of two above the adapter count (adding one never restarts vLLM)
 max_num_seqs = 256  # concurrent sequences per batch
 max_model_len = 32768  # FunctionGemma's full context
-gpu_memory_utilization = 0.85  # fraction of GPU memory vLLM may take, in (0, 1]
+gpu_memory_utilization = 0.85  # fraction of GPU memory vLLM may take, in (0, 1]; preflight refuses a card too small for these settings
+dtype = "auto"  # auto: bfloat16 from compute capability 8.0, float32 below (Gemma 3 overflows in float16); or bfloat16, float32, float16
+wsl_pin_memory = True  # cuda profile: VLLM_WSL2_ENABLE_PIN_MEMORY=1, pinned memory for vLLM under WSL2 (README, Configuration); no effect elsewhere
 cpu_kvcache_space_gib = 1  # KV cache size on the CPU profile
 enable_prefix_caching = True  # shared developer turns with tool declarations are computed once
 enable_chunked_prefill = True  # long prompts do not stall the decoding of others

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.facts.files import FileContents
 
-from lorafleet.deploy import layout, local_base
+from lorafleet.deploy import gpu, layout, local_base
 
 
 def _timestamp(value: str) -> datetime:
@@ -91,11 +91,12 @@ class ContainerRunning(FactBase):
 
 
 class GpuInContainer(FactBase):
-    """`nvidia-smi -L` inside a throwaway container of the image with the GPU reservation."""
+    """nvidia-smi's name, memory, compute capability and driver of each GPU (gpu.QUERY), inside a throwaway
+    container of the image given every GPU; `detail` is its answer, read by gpu.parse_query."""
 
     def command(self, image: str) -> str:
         return (
-            f"docker run --rm --gpus all --entrypoint nvidia-smi {shlex.quote(image)} -L 2>&1 "
+            f"docker run --rm --gpus all --entrypoint nvidia-smi {shlex.quote(image)} {shlex.join(gpu.QUERY)} 2>&1 "
             "&& echo gpu=ok || echo gpu=failed"
         )
 

@@ -8,11 +8,12 @@ throwaway container binding the engine's source of it, then removed.
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 
-from lorafleet.deploy import layout, stack
+from lorafleet.deploy import gpu, layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
 from lorafleet.deploy.facts import (
     ContainerRunning,
@@ -29,8 +30,9 @@ from lorafleet.deploy.settings import Settings
 BOOTSTRAP = layout.BOOTSTRAP.relative_to(layout.PROJECT_ROOT)  # as the user runs it, from the repository
 
 
-def check(s: Settings, routes: bool = False) -> EngineView:
-    """Stop the deploy, naming every problem and its fix, or return how the engine sees the host's folders.
+def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
+    """Stop the deploy, naming every problem and its fix, or return how the engine sees the host's folders and
+    the settings with the dtype vLLM is given (`served_dtype`, printed with the reason).
 
     `routes`: this host runs the fleet's router, whose gateway (in gateway mode) must be running.
     """
@@ -54,13 +56,10 @@ def check(s: Settings, routes: bool = False) -> EngineView:
                             f"does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
-    if s.profile == "cuda" and host.get_fact(ImageId, image=stack.serving_image(s)):
-        gpu = host.get_fact(GpuInContainer, image=stack.serving_image(s))
-        if not gpu["ok"]:
-            problems.append(
-                "the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install NVIDIA's "
-                f"Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: {gpu['detail'][:300]}"
-            )
+    gpus = _read_gpus(s, problems) if s.profile == "cuda" and s.serve_models else None  # a router runs no vLLM
+    choice = gpu.choose_dtype(s.dtype, s.profile, gpus) if s.serve_models else gpu.DtypeChoice("", "serves no model")
+    if gpus is not None:
+        problems += gpu.problems(s, choice, gpus)
     if routes and s.router_network_mode == "gateway" and versions["server"] and not host.get_fact(
             ContainerRunning, container=s.router_gateway_container):
         problems.append(
@@ -73,7 +72,28 @@ def check(s: Settings, routes: bool = False) -> EngineView:
         engine = _engine_view(s, roots, problems)
     if problems:
         raise DeployError(f"{host.name}: preflight failed (nothing was changed):\n" + "\n".join(f"  - {p}" for p in problems))
-    return engine
+    if choice.dtype:  # the cpu profile's "auto" leaves it to vLLM, as before: no flag, no line
+        logger.info(f"{host.name}: dtype {choice.dtype}: {choice.why}")
+    return engine, replace(s, served_dtype=choice.dtype)
+
+
+def _read_gpus(s: Settings, problems: list[str]) -> list[gpu.Gpu] | None:
+    """The GPUs nvidia-smi sees in a container of the serving image, or None (a problem added, or the image not
+    pulled yet: the image step reads them right after the pull)."""
+    if not host.get_fact(ImageId, image=stack.serving_image(s)):
+        return None
+    answer = host.get_fact(GpuInContainer, image=stack.serving_image(s))
+    if not answer["ok"]:
+        problems.append("the engine cannot give a container the GPU (`nvidia-smi` failed in a container): install "
+                        "NVIDIA's Windows driver with WSL2 support and enable Docker Desktop's GPU support. Output: "
+                        f"{answer['detail'][:300]}")
+        return None
+    try:
+        return gpu.parse_query(answer["detail"].splitlines())
+    except gpu.QueryError as exc:
+        problems.append(f"{exc}: update NVIDIA's driver on the host (it reports compute_cap since 2022); if the line "
+                        "stays, please report it")
+        return None
 
 
 FIX = (f"rerun `bash {BOOTSTRAP}` in the WSL distro with the same roots as group_data (it mounts each root into the "

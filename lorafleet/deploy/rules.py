@@ -9,6 +9,8 @@ ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 PROFILES = ("cuda", "cpu")
 NETWORK_MODES = ("gateway", "publish")
 BASE_MODEL_SOURCES = ("hub", "upload", "demo")
+# auto: bfloat16 from compute capability 8.0, float32 below (lorafleet/deploy/gpu.py); vLLM's --dtype names.
+DTYPES = ("auto", "bfloat16", "float32", "float16")
 # Adapter names become URL path parts, folder names and the OpenAI `model` field.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
-from lorafleet.deploy import envfile, layout
+from lorafleet.deploy import envfile, gpu, layout
 from lorafleet.adapters import check as adapter_check
 from lorafleet.adapters.declared import Adapter, parse_adapters
 from lorafleet.deploy.rules import HUB_REPO
@@ -63,6 +63,8 @@ class Settings:
     max_num_seqs: int
     max_model_len: int
     gpu_memory_utilization: float
+    dtype: str
+    wsl_pin_memory: bool
     cpu_kvcache_space_gib: int
     enable_prefix_caching: bool
     enable_chunked_prefill: bool
@@ -91,6 +93,8 @@ class Settings:
     router_health_check_seconds: int
     secrets: "Secrets" = field(repr=False)
     warnings: tuple[str, ...] = ()
+    # What --dtype gets: dtype itself, or for "auto" "" (vLLM's own choice) until preflight reads the GPU (gpu.py).
+    served_dtype: str = ""
 
     @property
     def base_model_dir(self) -> str:
@@ -147,7 +151,7 @@ OPTIONAL = {row.name: None for row in TABLE if row.optional}
 
 def setting_names() -> tuple[str, ...]:
     """Every setting lorafleet knows: the fields of `Settings` that come from group_data."""
-    return tuple(f.name for f in fields(Settings) if f.name not in ("secrets", "warnings"))
+    return tuple(f.name for f in fields(Settings) if f.name not in ("secrets", "warnings", "served_dtype"))
 
 
 def unknown_keys(data: Mapping[str, Any]) -> list[str]:
@@ -201,7 +205,7 @@ def read_settings(
                                               values["base_model_source"], problems))
     if values["max_cpu_loras"] is None:
         values["max_cpu_loras"] = default_max_cpu_loras(values["max_loras"], len(values["adapters"]))
-    settings = Settings(**values, secrets=secrets)
+    settings = Settings(**values, secrets=secrets, served_dtype="" if values["dtype"] == "auto" else values["dtype"])
     problems += [problem for rule in CROSS_RULES for problem in rule(settings)]
     later = [problem for rule in RUN_RULES for problem in rule(settings)]  # problems a dry run may plan past
     warnings = [warning for rule in WARNINGS for warning in rule(settings)]
@@ -273,6 +277,7 @@ MANAGED_ENV = {
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "because adapters change without a restart through it",
     "LORAFLEET_MANIFEST": "because the entrypoint loads the deploy's adapter manifest from it",
     "LORAFLEET_PORT": "port", "VLLM_CPU_KVCACHE_SPACE": "cpu_kvcache_space_gib",
+    "VLLM_WSL2_ENABLE_PIN_MEMORY": "wsl_pin_memory",
 }
 # Defaults of the deploy's that vllm_env may change: tuning, not a guarantee.
 TUNABLE_ENV = {"LORAFLEET_NICE": "vLLM's CPU priority (10 by default; 0 runs it at normal priority)"}
@@ -283,7 +288,7 @@ MANAGED_FLAGS = {
     "max-cpu-loras": "max_cpu_loras", "max-num-seqs": "max_num_seqs", "max-model-len": "max_model_len",
     "enable-prefix-caching": "enable_prefix_caching", "enable-chunked-prefill": "enable_chunked_prefill",
     "tool-parser-plugin": "tool_call_parser", "enable-auto-tool-choice": "enable_tool_calling",
-    "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization",
+    "tool-call-parser": "tool_call_parser", "gpu-memory-utilization": "gpu_memory_utilization", "dtype": "dtype",
     "config": "because a file of flags could undo any of the above",
 }
 # Flags vLLM appends to: extra_vllm_args may add its own (a middleware of the user's runs beside the deploy's).
@@ -361,6 +366,12 @@ def warn_more_adapters_than_max_loras(s: Settings) -> Iterable[str]:
                "at once")
 
 
+def warn_float16(s: Settings) -> Iterable[str]:
+    warning = gpu.float16_warning(s.dtype)
+    if warning:
+        yield warning
+
+
 def _publishes_beyond_loopback(s: Settings) -> bool:
     try:
         loopback = ipaddress.ip_address(s.publish_address).is_loopback
@@ -377,4 +388,4 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     published_beyond_loopback_on_purpose,
 )
 RUN_RULES: tuple[CrossRule, ...] = (hf_token_for_gated_model,)  # only the real run needs these: a dry run warns
-WARNINGS: tuple[CrossRule, ...] = (warn_publish_beyond_loopback, warn_more_adapters_than_max_loras)
+WARNINGS: tuple[CrossRule, ...] = (warn_publish_beyond_loopback, warn_more_adapters_than_max_loras, warn_float16)

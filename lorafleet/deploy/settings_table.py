@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any, Callable, Mapping
 
 from lorafleet.deploy.rules import (
-    ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, HOSTNAME, IMAGE_REF, NETWORK_MODES,
+    ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, DTYPES, HOSTNAME, IMAGE_REF, NETWORK_MODES,
     PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
 )
 
@@ -216,6 +216,8 @@ TABLE: tuple[Row, ...] = (
     Row("max_num_seqs", whole(1)),
     Row("max_model_len", whole(16)),
     Row("gpu_memory_utilization", fraction),
+    Row("dtype", one_of(DTYPES)),
+    Row("wsl_pin_memory", flag),
     Row("cpu_kvcache_space_gib", whole(1)),
     Row("enable_prefix_caching", flag),
     Row("enable_chunked_prefill", flag),

@@ -11,12 +11,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from inventories.dry_run import _FIRST_TIME_BOX as FIRST_TIME_BOX
-from lorafleet.deploy import hashing, stack
+from lorafleet.deploy import gpu, hashing, stack
 from lorafleet.deploy.serving import plan as serving_plan
 from lorafleet.deploy.settings import Secrets, build_settings
 from tests.conftest import group_data
@@ -27,6 +28,8 @@ API_KEY = "deployed-box-fake-api-key-51c2e8"
 HOST = "@fake/function-gemma-server"
 ADAPTERS = [{"name": "sql", "hub": "you/sql-lora", "revision": "abc123"},
             {"name": "email", "hub": "you/email-lora", "revision": "def456"}]
+# nvidia-smi's answer to the preflight's query (gpu.QUERY) on the box's card: an RTX 3090 (Ampere).
+AMPERE = "NVIDIA GeForce RTX 3090, 24576, 8.6, 560.94"
 SERVING_OPS = ("Start vLLM and wait for /health (rolls back on failure)",
                "Bring the served adapters to the manifest (no restart)",
                "Verify /v1/models lists the base model and every adapter")
@@ -36,10 +39,14 @@ def stat_line(path: str, kind: str = "-") -> str:
     return f"user=root group=root mode={kind}rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"
 
 
-def deployed_box(served=None, server_hash=None, env_applied=None, managed=()) -> tuple[dict, dict]:
-    """Host data whose fake facts describe a box serving what the settings declare, with changes."""
+def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gpu_answer=AMPERE) -> tuple[dict, dict]:
+    """Host data whose fake facts describe a box serving what the settings declare, with changes.
+
+    The box serves in the dtype preflight resolves from `gpu_answer` (nvidia-smi's, recorded).
+    """
     data = {**group_data("gpu"), "adapters": ADAPTERS, "endpoint_host": "function-gemma-server"}
     s = build_settings(data, Secrets(hf_token=HF_TOKEN, api_key=API_KEY))
+    s = replace(s, served_dtype=gpu.choose_dtype(s.dtype, s.profile, gpu.parse_query([gpu_answer])).dtype)
     p = stack.paths(s)
     versions = {a.name: f"{a.source}@{a.revision}" for a in s.adapters}
     files = {p.compose_file: serving_plan.render_compose(s), p.manifest: serving_plan.render_manifest(s, versions)}
@@ -47,7 +54,7 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=()) ->
     responses = {
         **FIRST_TIME_BOX,
         f"docker image inspect --format '{{{{.Id}}}}' {stack.serving_image(s)}": ["sha256:abc"],
-        "nvidia-smi": ["GPU 0: NVIDIA (UUID: GPU-1)", "gpu=ok"],
+        "nvidia-smi": [gpu_answer, "gpu=ok"],
         "docker inspect --format '{{.State.Status}}": [
             f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{server_hash or serving_plan.server_hash(s)}",
             "gateway=gw|2026-11-26T00:00:00.0Z",
@@ -68,16 +75,21 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=()) ->
     return data, versions
 
 
-def deploy(tmp_path, data: dict, *args: str) -> tuple[dict[str, bool], str]:
-    """Run the deploy (not dry) against the fake box; the operations that ran, and all output."""
+def deploy(tmp_path, data: dict, *args: str, ok: bool = True) -> tuple[dict[str, bool], str]:
+    """Run the deploy (not dry) against the fake box; the operations that ran, and all output.
+
+    `ok=False`: the deploy must fail (its output then holds why; no operation ran).
+    """
     overrides = {k: v for k, v in data.items() if k not in group_data("gpu") or group_data("gpu")[k] != v}
     inventory = tmp_path / "inventory.py"
     inventory.write_text(f"gpu = [({HOST!r}, {overrides!r})]\n")
     env = {**os.environ, "HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY, "LORAFLEET_STATE_DIR": str(tmp_path / "state")}
     result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), "deploy.py", *args],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
     output = result.stdout + result.stderr
+    assert (result.returncode == 0) is ok, output[-4000:]
+    if not ok:
+        return {}, output
     ran = {}
     for op in json.loads(result.stdout)["results"]["operations"]:
         ran[op["name"]] = bool(op["success"])

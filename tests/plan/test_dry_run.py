@@ -89,3 +89,10 @@ def test_no_secret_at_the_highest_verbosity_with_diffs(tmp_path):
     assert "the endpoint is http://function-gemma-server:8000/v1" in output
     for secret in (HF_TOKEN, API_KEY):
         assert secret not in output
+
+
+def test_the_plan_says_which_dtype_and_why(plan_json):
+    result, _ = plan_json
+    # A first-time box has no serving image yet to read the GPU with: bf16, checked right after the pull
+    # ("Check the GPU inside a container", tests/unit/test_gpu.py).
+    assert "dtype bfloat16: auto; the serving image is not pulled yet" in result.stdout + result.stderr

@@ -108,6 +108,10 @@ BAD_INPUTS = [
     ("a managed flag with underscores", {"extra_vllm_args": ["--max_model_len=99"]}, "carries --max_model_len, which the deploy sets itself: remove it; set max_model_len instead"),
     ("a managed switch negated", {"extra_vllm_args": ["--no-enable-prefix-caching"]}, "set enable_prefix_caching instead"),
     ("the port again", {"extra_vllm_args": ["--port=9000"]}, "set port instead"),
+    ("the dtype as a flag", {"extra_vllm_args": ["--dtype", "half"]}, "carries --dtype, which the deploy sets itself: remove it; set dtype instead"),
+    ("pinned memory in vllm_env", {"vllm_env": {"VLLM_WSL2_ENABLE_PIN_MEMORY": "1"}}, "set wsl_pin_memory instead"),
+    ("a dtype vLLM does not take", {"dtype": "half"}, "dtype='half' is not allowed: use one of auto, bfloat16, float32, float16"),
+    ("pinned memory not a flag", {"wsl_pin_memory": "yes"}, "wsl_pin_memory='yes' must be True or False"),
     ("the served name again", {"extra_vllm_args": ["--served_model_name", "x"]}, "set served_model_name instead"),
     ("the cache moved by vllm_env", {"vllm_env": {"HF_HOME": "/tmp/hf"}}, "vllm_env sets HF_HOME, which the deploy sets itself: remove it; set cache_root instead"),
     ("runtime LoRA updating switched off", {"vllm_env": {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "False"}}, "vllm_env sets VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
@@ -227,7 +231,7 @@ def test_more_adapters_than_max_cpu_loras_is_refused(gpu_data, tmp_path):
 
 def test_what_vllm_env_and_extra_vllm_args_may_add(gpu_data):
     s = build_settings({**gpu_data, "vllm_env": {"VLLM_USE_V2_MODEL_RUNNER": "0", "LORAFLEET_NICE": "0"},
-                        "extra_vllm_args": ["--enforce-eager", "--dtype", "bfloat16", "--max-logprobs=5"]}, Secrets(hf_token="hf_x", api_key="k"))
+                        "extra_vllm_args": ["--enforce-eager", "--seed", "0", "--max-logprobs=5"]}, Secrets(hf_token="hf_x", api_key="k"))
     assert dict(s.vllm_env) == {"VLLM_USE_V2_MODEL_RUNNER": "0", "LORAFLEET_NICE": "0"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import files, server
 
-from lorafleet.deploy import layout, local_base, stack
+from lorafleet.deploy import gpu, layout, local_base, stack
 from lorafleet.deploy.facts import ImageId, LocalBaseImage
 from lorafleet.deploy.image import plan as image_plan
 from lorafleet.deploy.ops import live, shipped
@@ -32,9 +32,11 @@ def ensure(s: Settings) -> None:
         return
     if not present:
         pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])
-        # Preflight could not test the GPU before the image existed; fail here, before any model download.
+        # Preflight could not read the GPU before the image existed: the same query here, before any model download,
+        # stops where preflight would have (a card without bf16 for a provisional bfloat16, too little memory).
+        choice = gpu.choose_dtype(s.dtype, s.profile, None)
         server.shell(
             name="Check the GPU inside a container",
-            commands=[f"docker run --rm --gpus all --entrypoint nvidia-smi {image} -L"],
+            commands=[gpu.pulled_check_command(s, image, choice)],
             _if=pulled.did_change,
         )

@@ -48,6 +48,8 @@ def vllm_args(s: Settings) -> list[str]:
         args += ["--middleware", middleware]
     if s.profile == "cuda":
         args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+    if s.served_dtype:  # dtype = "auto" on the cpu profile passes none: vLLM's CPU backend chooses, as before
+        args += ["--dtype", s.served_dtype]
     return args + list(s.extra_vllm_args)
 
 
@@ -68,6 +70,9 @@ def vllm_environment(s: Settings) -> dict[str, str]:
         # Measured (benchmarks/adapter_change.py): adding an adapter under full load took 77 s at normal
         # priority, 32 s at nice 10; alone on the machine vLLM loses nothing by it.
         env["LORAFLEET_NICE"] = "10"
+    else:
+        # vLLM turns pinned memory off under WSL2 unless asked; its default model runner is built on it (README).
+        env["VLLM_WSL2_ENABLE_PIN_MEMORY"] = "1" if s.wsl_pin_memory else "0"
     env.update(dict(s.vllm_env))
     return env
 
