@@ -48,6 +48,9 @@ class FakeConfig:
     token_ms: float = 0.0
     tool_parser: bool = True
     broken: set[str] = field(default_factory=set)
+    # Tokens an adapter's function call takes: a smaller max_tokens cuts it, and the answer is the unfinished
+    # call as text with finish_reason "length", as vLLM's tool parser leaves a call it could not parse.
+    call_tokens: int = 1
     max_seconds: float = 3600.0
     max_requests: int = 10_000_000
     version: str = "0.32.0+fake"
@@ -235,6 +238,11 @@ class FakeServer:
             call = {"name": fn.get("name", "tool"), "arguments": json.dumps(_fake_arguments(tools[0]))}
         pieces = [f"tok{i} " for i in range(n_tokens)]
         reason = "tool_calls" if call else ("length" if n_tokens >= max_tokens else "stop")
+        if call and max_tokens < cfg.call_tokens:
+            raw = f"<start_function_call>call:{call['name']}{{" + ",".join(
+                f"{k}:<escape>{v}<escape>" for k, v in json.loads(call["arguments"]).items()) + "}<end_function_call>"
+            call, n_tokens, reason = None, max_tokens, "length"
+            pieces = [raw[: len(raw) * max_tokens // cfg.call_tokens]]
         prompt_tokens = sum(_tokens_of(json.dumps(m)) for m in req.get("messages") or [])
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
                  "total_tokens": prompt_tokens + n_tokens}
