@@ -6,9 +6,9 @@ adapters with ``parent``, ``max_model_len`` on the base), ``POST
 when the request declares tools; a prompt and ``max_tokens`` beyond
 ``max_model_len`` are refused with vLLM's 400), ``POST /tokenize`` (a chat's
 prompt tokens, counted as the completions count them), ``GET /metrics`` with the
-vLLM 0.32 metric names the tools read, ``/version`` and ``/health``. Its purpose is to measure the benchmark client's own ceiling: with
-a server that costs nothing, whatever rate ``lorafleet bench`` reaches is the
-client's limit.
+vLLM 0.32 metric names the tools read, ``/version`` and ``/health``. Its purpose
+is to measure the benchmark client's own ceiling: with a server that costs
+nothing, whatever rate ``lorafleet bench`` reaches is the client's limit.
 
 It runs on ``aiohttp.web``, binds to loopback only, and exits by itself after
 ``--max-seconds`` or ``--max-requests``. Tests run it in a thread with
