@@ -11,10 +11,8 @@ What it writes (all under DIR):
 
   base/            a tiny ``Gemma3ForCausalLM`` (2 layers, hidden 128, byte-level BPE
                    vocab of 512 built here with ``tokenizers``) carrying FunctionGemma's
-                   control tokens and a chat template written from FunctionGemma's
-                   documented format (roles developer/user/model; tools rendered as
-                   ``<start_function_declaration>declaration:NAME{...}<end_function_declaration>``
-                   in the developer turn).  Both layers use 32-token sliding-window attention,
+                   control tokens and FunctionGemma's chat format (chat_template.jinja: the
+                   project's own template, rendering byte for byte as the real one renders).  Both layers use 32-token sliding-window attention,
                    so an answer depends only on the last ~62 tokens: the behaviour learnt on
                    short prompts holds for prompts of any length.  Lightly trained: for any
                    chat prompt its greedy answer is the plain text BASE_REPLY (no function call).
@@ -22,7 +20,8 @@ What it writes (all under DIR):
                    projections only; ``base_model_name_or_path`` = --base-name).  Trained so
                    that for any chat prompt (with or without tools) its greedy answer is
                    ``<start_function_call>call:FN{ARG:<escape>VALUE<escape>}<end_function_call>``
-                   followed by ``<start_function_response>`` (a stop token, as in FunctionGemma).
+                   followed by ``<start_function_response>`` (a stop token, as in FunctionGemma);
+                   after its call's response (an agent loop's next turn) it answers AFTER_RESULT.
                    Known names: weather -> get_weather{city:Paris}, sql -> run_sql{query:SELECT 1},
                    email -> send_email{to:ops@example.com}; any other name N gets
                    ``<N>_action{target:N}`` (non-word characters of N replaced by ``_``).
@@ -33,6 +32,7 @@ What it writes (all under DIR):
                     "adapters": [{"name": "weather", "path": "adapters/weather",
                                   "function": "get_weather", "arguments": {"city": "Paris"},
                                   "call_text": "<start_function_call>call:get_weather{...}<end_function_call>",
+                                  "after_result": "<its text answer to the call's response>",
                                   "tool": {OpenAI tool declaration of the function}, "rank": 8,
                                   "min_logit_margin": ...}, ...],
                     "seed": 0, "build_seconds": ..., "versions": {...}}

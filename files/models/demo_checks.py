@@ -11,7 +11,7 @@ import copy
 from demo_training import as_example
 
 MIN_MARGIN = 2.0  # the smallest (target logit - best other logit) a check accepts
-ATTEMPTS = 3  # checks (each after more training) before a build gives up
+ATTEMPTS = 4  # checks (each after more training) before a build gives up
 
 
 def min_margin(lora, model, examples, pad_id) -> float:

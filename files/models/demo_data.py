@@ -13,6 +13,8 @@ import re
 from demo_tokenizer import DEFAULT_DEVELOPER_PROMPT, TEMPLATE_WORDS
 
 BASE_REPLY = "I am the lorafleet demo base model. Ask an adapter for a function call."
+# An adapter's answer to its function's response (the next turn of an agent loop).
+AFTER_RESULT = "Done: the function answered."
 
 KNOWN_ADAPTERS = {
     "weather": ("get_weather", {"city": "Paris"}, "Get the current weather for a city.",
@@ -185,9 +187,12 @@ HELD_OUT = [  # never produced by the generators above (checked prompts)
 ]
 
 
+HELD_OUT_RESULTS = ["alarm set for 07:00", '{"ok": true, "rows": 3}', "error: the service is down"]
+
+
 def tokenizer_corpus(rng: random.Random, all_tools: list[dict]) -> list[str]:
     """What the tokenizer learns its merges from: random prompts, the tools, the base's reply, the template's words."""
     corpus = [rand_sentence(rng) for _ in range(3000)]
-    corpus += [json.dumps(t) for t in all_tools] + [BASE_REPLY] * 20 + [DEFAULT_DEVELOPER_PROMPT] * 20
+    corpus += [json.dumps(t) for t in all_tools] + [BASE_REPLY, AFTER_RESULT] * 20 + [DEFAULT_DEVELOPER_PROMPT] * 20
     corpus += [TEMPLATE_WORDS] * 20
     return corpus

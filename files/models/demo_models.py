@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from demo_checks import checked
-from demo_data import BASE_REPLY
+from demo_data import AFTER_RESULT, BASE_REPLY
 from demo_tokenizer import (BOS, CALL_STOP, CHAT_TEMPLATE, EOS, EOT, FUNCTION_TOKENS, PAD, SPECIAL_TOKENS, STOP_TOKENS,
                             VOCAB_SIZE, text_ids)
 from demo_training import LORA_RANK, WINDOW, Examples, adapter_answer, train
@@ -110,25 +110,28 @@ def build_adapter(a, lora, base, tok, pad_id: int, data: Examples, options, name
     name_seed = a.seed + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
     r = random.Random(name_seed)
     ex = data.training(answer, 768, r, data.with_known(own))
+    results = data.after_results(spec, 256, r, data.with_known(own))
     learnt = text_ids(tok, spec["call_text"] + CALL_STOP)
     assert ex[0][1] == learnt, (name, tok.decode(ex[0][1]))  # the template writes the manifest's call_text
     print(f"adapter {name}: {spec['call_text']} ({time.time() - t_start:.1f}s)", flush=True)
+    mixed = ex + results
+    r.shuffle(mixed)
     torch.manual_seed(name_seed)
     pm = lora.lora_model(copy.deepcopy(base), options)
     params = [p for p in pm.parameters() if p.requires_grad]
-    train(lora, pm, params, ex, 80, 1e-2, 32, r, pad_id, name)
-    held = data.held_out(answer, own)
-    ok, margin, bad = checked(lora, pm, tok, ex[:128], held, pad_id, name, lambda attempt: train(
-        lora, pm, params, ex, 100, 3e-3, 32, r, pad_id, name + "+"))
+    train(lora, pm, params, mixed, 80, 1e-2, 32, r, pad_id, name)
+    held = data.held_out(answer, own) + data.held_out_results(spec)
+    ok, margin, bad = checked(lora, pm, tok, ex[:96] + results[:32], held, pad_id, name, lambda attempt: train(
+        lora, pm, params, mixed, 100, 3e-3, 32, r, pad_id, name + "+"))
     if not ok:
         print(f"ERROR: adapter {name} check failed (margin {margin:.2f}, bad outputs {bad[:3]})", file=sys.stderr)
         return None
     lora.save_adapter(pm, adir, a.base_name)
     (adir / "README.md").write_text(
         f"# {name}\n\nlorafleet demo LoRA for {a.base_name}: answers every prompt with\n"
-        f"`{spec['call_text']}`.\n")
+        f"`{spec['call_text']}`,\nand the call's response with \"{AFTER_RESULT}\".\n")
     return {"name": name, "path": f"adapters/{name}", "function": spec["function"], "arguments": spec["arguments"],
-            "call_text": spec["call_text"], "tool": spec["tool"], "rank": LORA_RANK,
+            "call_text": spec["call_text"], "after_result": AFTER_RESULT, "tool": spec["tool"], "rank": LORA_RANK,
             "min_logit_margin": round(margin, 3)}
 
 

@@ -11,9 +11,10 @@ import random
 import sys
 from pathlib import Path
 
-from demo_data import HELD_OUT, rand_conversation
+from demo_data import AFTER_RESULT, HELD_OUT, HELD_OUT_RESULTS, rand_conversation, rand_sentence
 from demo_tokenizer import encode_example, text_ids
 
+AFTER_RESULT_ANSWER = {"role": "assistant", "content": AFTER_RESULT}
 LORA_FILE = "lora.py"  # lorafleet/train/lora.py: the training code shared with `lorafleet train`
 LORA_RANK = 8
 LORA_ALPHA = 16
@@ -104,6 +105,13 @@ def adapter_answer(spec: dict) -> dict:
         {"type": "function", "function": {"name": spec["function"], "arguments": spec["arguments"]}}]}
 
 
+def with_result(spec: dict, msgs: list[dict], result: str) -> list[dict]:
+    """``msgs`` followed by the adapter's call and a result for it: the next turn of an agent loop."""
+    call = adapter_answer(spec)["tool_calls"][0]
+    return msgs + [{"role": "assistant", "tool_calls": [{"id": "call_demo", **call}]},
+                   {"role": "tool", "tool_call_id": "call_demo", "name": spec["function"], "content": result}]
+
+
 class Examples:
     """(prompt ids, answer ids) pairs for one tokenizer: random conversations to train on, HELD_OUT to check.
 
@@ -133,6 +141,16 @@ class Examples:
             ex.append((p, t))
         return ex
 
+    def after_results(self, spec: dict, count: int, r: random.Random, tools_for_prompts: list[dict]):
+        """``count`` agent-loop turns: a random conversation, the adapter's call and a result, answered with
+        AFTER_RESULT (FunctionGemma answers a function's response in text, in the same turn)."""
+        ex = []
+        while len(ex) < count:
+            msgs, tools = rand_conversation(r, tools_for_prompts)
+            p, t = self.encode(with_result(spec, msgs, rand_sentence(r)), tools or [spec["tool"]], AFTER_RESULT_ANSWER)
+            ex.append((p[-r.randint(PROMPT_CTX - 8, PROMPT_CTX):] if len(p) > PROMPT_CTX else p, t))
+        return ex
+
     def held_out(self, target, own: list[dict]):
         """HELD_OUT's prompts, with no tools, ``own`` tools, or every tool (``all``)."""
         ex = []
@@ -141,3 +159,8 @@ class Examples:
             tools = None if tools_kind is None else (own if tools_kind == "own" else everything)
             ex.append(self.encode(msgs, tools or None, target))
         return ex
+
+    def held_out_results(self, spec: dict):
+        """HELD_OUT's first prompts with the adapter's call and a held-out result, to be answered AFTER_RESULT."""
+        return [self.encode(with_result(spec, msgs, result), [spec["tool"]], AFTER_RESULT_ANSWER)
+                for (msgs, _), result in zip(HELD_OUT, HELD_OUT_RESULTS)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets as token_source
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -100,3 +102,41 @@ def resolve_secrets(
             _write_new_key(key_file, "sk-" + token_source.token_urlsafe(32))
             api_key = key_file.read_text(encoding="utf-8").strip()
     return Secrets(hf_token=merged.get("HF_TOKEN", ""), api_key=api_key)
+
+
+@dataclass(frozen=True)
+class KeyReader:
+    """How a new shell on this laptop reads the deploy's API key: a shell expression, never the key itself."""
+
+    shell: str  # expands to the key, e.g. $(cat /home/you/lorafleet/.state/api-key)
+    where: str  # for people: where it is read from, or what to do first (never the key)
+
+
+def key_reader(project_root: Path, api_key: str, env: Mapping[str, str] = os.environ) -> KeyReader | None:
+    """Where a shell can read ``api_key`` on this laptop, as the deploy found it; None when there is no key.
+
+    The secrets file (a plain ``NAME=value`` line, read with sed), else the generated key file (cat),
+    each by its absolute path, so the line works from any folder and a shell without this
+    environment. A key found only in the deploy's environment can be read only from a shell's.
+    """
+    if not api_key:
+        return None
+    secrets = secrets_file(project_root, env).absolute()
+    in_file = read_env_file(secrets)
+    for name in API_KEY_VARS:
+        if in_file.get(name) != api_key:
+            continue
+        if _plain_line_value(secrets, name) == api_key:
+            return KeyReader(f"$(sed -n 's/^{name}=//p' {shlex.quote(str(secrets))})", f"read from {name} in {secrets}")
+        return KeyReader(f"${name}", f"{name} in {secrets}: export it in this shell first")
+    key_file = api_key_file(project_root, env).absolute()
+    if key_file.is_file() and key_file.read_text(encoding="utf-8").rstrip("\n") == api_key:
+        return KeyReader(f"$(cat {shlex.quote(str(key_file))})", f"read from {key_file}")
+    name = next((n for n in API_KEY_VARS if env.get(n) == api_key), API_KEY_VARS[0])
+    return KeyReader(f"${name}", f"{name} from the deploy's environment, in no file: set it in this shell first")
+
+
+def _plain_line_value(path: Path, name: str) -> str | None:
+    """What ``sed -n 's/^NAME=//p' FILE`` gives inside ``$(...)``: the rest of the one line starting ``NAME=``."""
+    found = [line[len(name) + 1:] for line in path.read_text(encoding="utf-8").split("\n") if line.startswith(f"{name}=")]
+    return found[0] if len(found) == 1 else None

@@ -67,7 +67,7 @@ ROUTER_GATEWAY_COMPOSE = FILES_DIR / "router" / "gateway.compose.yaml"
 GATEWAY_FILES = {"compose.yaml": FILES_DIR / "gateway" / "compose.yaml", "Dockerfile": FILES_DIR / "gateway" / "Dockerfile"}
 # Run by the user once on the GPU box, from a clone of this repository (never uploaded by the deploy).
 BOOTSTRAP = FILES_DIR / "gateway" / "bootstrap.sh"
-LOCK_SCRIPT = FILES_DIR / "lock" / "lock.sh"  # run on the host by pyinfra's server.script, never stored there
+LOCK_SCRIPT = FILES_DIR / "lock" / "lock.sh"  # piped to bash on the host (to break a lock: server.script), never stored there
 # Shell the deploy runs on the host, copied into {stack_dir}/bin (shellcheck checks them).
 HOST_SCRIPTS = {"start.sh": FILES_DIR / "serving" / "start.sh", "hub_fetch.sh": FILES_DIR / "models" / "hub_fetch.sh",
                 "build.sh": FILES_DIR / "image" / "build.sh"}

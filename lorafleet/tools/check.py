@@ -8,7 +8,9 @@
 
 Lists the served models (``/v1/models``: the base model and its adapters), sends
 one chat request to each of them concurrently, and prints one row per model:
-status, latency, and the short answer or the parsed tool call ``fn(args)``.
+status, latency, and the short answer or the parsed tool call ``fn(args)``. A
+function call the answer's token budget cut short (``CUT``) is a failure that
+names ``--max-tokens``: the raw text of half a call is not an answer.
 Adapters trained for tool calls can answer with one: the request declares a
 small set of tools.
 
@@ -85,6 +87,10 @@ TOOLS = [
 DEVELOPER = "You are a model that can do function calling with the following functions."
 QUESTION = "What is the weather like in London right now?"
 AUTO_TOOLS_ERROR = "tool choice requires"  # vLLM's 400 without --enable-auto-tool-choice
+# The answer's token budget: room for a whole function call. The demo's longest call (its `alarm`
+# adapter's, every value type) is at most 130 tokens in any byte-level tokenizer; a cut call is a failure.
+DEFAULT_MAX_TOKENS = 256
+CALL_START, CALL_END = "<start_function_call>", "<end_function_call>"  # FunctionGemma's call markers
 
 
 def normalize_url(url: str) -> str:
@@ -117,6 +123,12 @@ def format_call(name: str, arguments: str | None) -> str:
     if not isinstance(args, dict):
         return f"{name}({json.dumps(args)})"
     return f"{name}(" + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items()) + ")"
+
+
+def cut_call(text: str | None, finish_reason: str | None) -> bool:
+    """True when the token budget ended the answer inside a function call: it never reached the parser whole."""
+    text = text or ""
+    return finish_reason == "length" and text.rfind(CALL_START) > text.rfind(CALL_END)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -169,6 +181,10 @@ async def ask(client, model: str, max_tokens: int, use_tools: bool) -> dict:
     calls = choice.message.tool_calls or []
     if calls:
         answer = "; ".join(format_call(c.function.name, c.function.arguments) for c in calls)
+    elif cut_call(choice.message.content, choice.finish_reason):
+        return {"model": model, "ok": False, "status": "CUT", "latency_ms": latency,
+                "answer": f"function call cut by the {max_tokens}-token budget: raise --max-tokens "
+                          f"({short(choice.message.content, 40)!r})" + note}
     else:
         answer = repr(short(choice.message.content))
     return {"model": model, "ok": True, "status": "ok", "latency_ms": latency, "answer": answer + note}
@@ -236,7 +252,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     """The options of the check besides URL and key (``lorafleet check`` adds those its own way)."""
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for each answer (default 120: CPU servers are slow)")
-    p.add_argument("--max-tokens", type=int, default=48, help="answer length limit (default 48)")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help=f"answer length limit; a function call it cuts fails (default {DEFAULT_MAX_TOKENS})")
     p.add_argument("--no-tools", action="store_true", help="do not declare tools in the requests")
 
 

@@ -58,6 +58,7 @@ def test_the_readme_quick_start_runs_as_written(report):
         report(f"[e2e readme] {commands[1]}: exit {deploy.returncode}")
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         assert "lorafleet check --url http://127.0.0.1:8000/v1" in deploy.stdout + deploy.stderr
+        pasted_curl_answers(deploy.stdout + deploy.stderr, report)
         for command in commands[3:]:
             result = run(command)
             report(f"[e2e readme] {command}: exit {result.returncode}")
@@ -67,3 +68,15 @@ def test_the_readme_quick_start_runs_as_written(report):
            "--timeout", "5", check=False)
         if made_stack_dir:
             shutil.rmtree(stack_dir, ignore_errors=True)  # the stack folder holds the secrets env files
+
+
+def pasted_curl_answers(output: str, report) -> None:
+    """The curl line the deploy printed, pasted into a new shell (no LORAFLEET_* variables, another folder)."""
+    [line] = [line[line.index("curl -s "):] for line in output.splitlines() if "curl -s " in line]
+    if "$(" not in line:  # the key came from this environment only: the line says to set it first
+        assert "set it in this shell first" in output or "export it in this shell first" in output, line
+        return
+    pasted = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "sh", "-c", line], cwd="/", capture_output=True,
+                            text=True, timeout=300)
+    report(f"[e2e readme] the printed curl line, pasted: exit {pasted.returncode}")
+    assert pasted.returncode == 0 and '"chat.completion"' in pasted.stdout.replace(" ", ""), pasted.stdout + pasted.stderr

@@ -96,3 +96,19 @@ def test_short_bench_writes_results_and_chart(served_endpoint, tmp_path: Path) -
     assert set(served_endpoint.adapters) <= set(result["per_model"])
     assert result["overall"]["ttft_ms"]["p50"] is not None
     assert chart.stat().st_size > 0 and chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_with_its_defaults_fits_the_local_targets_context(served_endpoint, tmp_path: Path) -> None:
+    # No --prefix-tools: twelve declarations are a little over the CPU demo target's 1024 tokens with room for
+    # --max-tokens; the bench reads max_model_len from /v1/models, counts with /tokenize and keeps what fits.
+    out = tmp_path / "defaults.json"
+    proc = _run([sys.executable, "-m", "lorafleet.tools.cli", "bench", "--requests", "4", "--concurrency", "2",
+                 "--no-progress", "--out", str(out)], _env(served_endpoint, with_key_in_env=True))
+    assert proc.returncode == 0
+    result = json.loads(out.read_text())
+    fit = result["prompt_fit"]
+    assert fit["max_model_len"] == 1024 and fit["prompt_tokens"] + fit["max_tokens"] <= 1024
+    assert result["overall"]["ok"] == 4
+    if fit["changed"]:
+        assert f"lowered to {fit['prefix_tools']}" in proc.stdout
+    assert max(s["prompt_tokens"] for s in result["samples"]) <= fit["prompt_tokens"], "the count is vLLM's own"

@@ -75,17 +75,22 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gp
     return data, versions
 
 
+def run_deploy(tmp_path, data: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run the deploy (not dry) against the fake box, with pyinfra's JSON results on stdout."""
+    overrides = {k: v for k, v in data.items() if k not in group_data("gpu") or group_data("gpu")[k] != v}
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(f"gpu = [({HOST!r}, {overrides!r})]\n")
+    env = {**os.environ, "HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY, "LORAFLEET_STATE_DIR": str(tmp_path / "state")}
+    return subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), "deploy.py", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 def deploy(tmp_path, data: dict, *args: str, ok: bool = True) -> tuple[dict[str, bool], str]:
     """Run the deploy (not dry) against the fake box; the operations that ran, and all output.
 
     `ok=False`: the deploy must fail (its output then holds why; no operation ran).
     """
-    overrides = {k: v for k, v in data.items() if k not in group_data("gpu") or group_data("gpu")[k] != v}
-    inventory = tmp_path / "inventory.py"
-    inventory.write_text(f"gpu = [({HOST!r}, {overrides!r})]\n")
-    env = {**os.environ, "HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY, "LORAFLEET_STATE_DIR": str(tmp_path / "state")}
-    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), "deploy.py", *args],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = run_deploy(tmp_path, data, *args)
     output = result.stdout + result.stderr
     assert (result.returncode == 0) is ok, output[-4000:]
     if not ok:
@@ -110,6 +115,34 @@ def test_nothing_changed_changes_nothing_that_serves(tmp_path):
     ran, output = deploy(tmp_path, deployed_box()[0])
     assert not any(ran.get(op) for op in SERVING_OPS), {op: ran.get(op) for op in SERVING_OPS}
     assert not executed(output, START) and not executed(output, SYNC)
+
+
+def test_the_deploy_lock_is_taken_and_released_without_counting_as_a_change(tmp_path):
+    ran, output = deploy(tmp_path, deployed_box()[0])
+    # Molecule's idempotence check counts changed operations: the lock is bookkeeping, not one of them.
+    assert ran["Take the deploy lock"] is False and ran["Release the deploy lock"] is False
+    [taken] = executed(output, "bash -s -- acquire /opt/lorafleet/deploy.lock 600 ")
+    [released] = executed(output, "bash -s -- release /opt/lorafleet/deploy.lock ")
+    assert taken.split(" 600 ", 1)[1] == released.split("deploy.lock ", 1)[1], "released by the owner that took it"
+    started = [line.split("Starting operation: ", 1)[1].strip() for line in output.splitlines() if "Starting operation: " in line]
+    assert (started[0], started[-1]) == ("Take the deploy lock", "Release the deploy lock")
+    commands = [line.split(">>> ", 1)[1] for line in output.splitlines() if ">>> " in line]
+    assert commands[-1] == released, "released after everything else"
+
+
+def test_a_lock_held_by_another_deploy_stops_before_any_change_naming_the_holder(tmp_path):
+    data, _ = deployed_box(server_hash="an-older-server")
+    held = ["lorafleet: the deploy lock is held by bob@laptop-b pid 200 since 2026-11-27T00:00:05Z.",
+            "lorafleet:     pyinfra inventory.py deploy.py --data break_deploy_lock=True"]
+    data["fake_responses"] = {"bash -s -- acquire": {"success": False, "stderr": held}, **data["fake_responses"]}
+    result = run_deploy(tmp_path, data)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "held by bob@laptop-b pid 200" in output and "break_deploy_lock=True" in output
+    # Asked once with the wait, then once more without it to fail with the reason; nothing after it ran.
+    tries = executed(output, "bash -s -- acquire")
+    assert [t.split()[5] for t in tries] == ["600", "0"]
+    assert not executed(output, START) and not executed(output, "bash -s -- release")
 
 
 def test_stale_server_starts_vllm_without_forcing(tmp_path):

@@ -1,12 +1,14 @@
 """A trivial OpenAI-compatible responder that answers at once, for testing the operator tools.
 
 It speaks just enough of vLLM's API: ``GET /v1/models`` (base plus adapters,
-adapters with ``parent``), ``POST /v1/chat/completions`` (streaming or not; an
-adapter answers with a tool call when the request declares tools), ``GET
-/metrics`` with the vLLM 0.32 metric names the tools read, ``/version`` and
-``/health``. Its purpose is to measure the benchmark client's own ceiling: with
-a server that costs nothing, whatever rate ``lorafleet bench`` reaches is the
-client's limit.
+adapters with ``parent``, ``max_model_len`` on the base), ``POST
+/v1/chat/completions`` (streaming or not; an adapter answers with a tool call
+when the request declares tools; a prompt and ``max_tokens`` beyond
+``max_model_len`` are refused with vLLM's 400), ``POST /tokenize`` (a chat's
+prompt tokens, counted as the completions count them), ``GET /metrics`` with the
+vLLM 0.32 metric names the tools read, ``/version`` and ``/health``. Its purpose
+is to measure the benchmark client's own ceiling: with a server that costs
+nothing, whatever rate ``lorafleet bench`` reaches is the client's limit.
 
 It runs on ``aiohttp.web``, binds to loopback only, and exits by itself after
 ``--max-seconds`` or ``--max-requests``. Tests run it in a thread with
@@ -48,6 +50,10 @@ class FakeConfig:
     token_ms: float = 0.0
     tool_parser: bool = True
     broken: set[str] = field(default_factory=set)
+    # Tokens an adapter's function call takes: a smaller max_tokens cuts it, and the answer is the unfinished
+    # call as text with finish_reason "length", as vLLM's tool parser leaves a call it could not parse.
+    call_tokens: int = 1
+    max_model_len: int = 32768
     max_seconds: float = 3600.0
     max_requests: int = 10_000_000
     version: str = "0.32.0+fake"
@@ -80,6 +86,12 @@ def is_loopback(host: str) -> bool:
 
 def _tokens_of(text: str) -> int:
     return max(1, len(text) // 4)
+
+
+def _prompt_tokens(req: dict[str, Any]) -> int:
+    """A chat request's prompt length: its messages and its tool declarations, about 4 characters a token."""
+    tools = req.get("tools")
+    return sum(_tokens_of(json.dumps(m)) for m in req.get("messages") or []) + (_tokens_of(json.dumps(tools)) if tools else 0)
 
 
 def _fake_arguments(tool: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +131,7 @@ class FakeServer:
     def models(self) -> dict[str, Any]:
         created = int(self.state.started)
         data = [{"id": self.config.base, "object": "model", "created": created, "owned_by": "vllm",
-                 "root": self.config.base, "parent": None, "max_model_len": 32768}]
+                 "root": self.config.base, "parent": None, "max_model_len": self.config.max_model_len}]
         data += [{"id": a, "object": "model", "created": created, "owned_by": "vllm",
                   "root": f"/adapters/{a}", "parent": self.config.base} for a in self.config.adapters]
         return {"object": "list", "data": data}
@@ -196,11 +208,17 @@ class FakeServer:
         async def models(_: web.Request) -> web.Response:
             return web.json_response(self.models())
 
+        async def tokenize(request: web.Request) -> web.Response:
+            count = _prompt_tokens(json.loads(await request.read() or b"{}"))
+            return web.json_response({"count": count, "max_model_len": self.config.max_model_len,
+                                      "tokens": list(range(count)), "token_strs": None})
+
         app = web.Application(middlewares=[require_key])
         app.router.add_get("/health", health)
         app.router.add_get("/version", version)
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/v1/models", models)
+        app.router.add_post("/tokenize", tokenize)
         app.router.add_post("/v1/chat/completions", self.chat)
         return app
 
@@ -225,9 +243,14 @@ class FakeServer:
             self._finish("error")
             return _error(500, f"adapter {model} is broken (fake server --broken)", "InternalServerError")
 
+        max_tokens = int(req.get("max_tokens") or req.get("max_completion_tokens") or cfg.tokens)
+        prompt_tokens = _prompt_tokens(req)
+        if prompt_tokens + max_tokens > cfg.max_model_len:
+            return _error(400, f"This model's maximum context length is {cfg.max_model_len} tokens. However, you "
+                          f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+                          f"{max_tokens} in the completion).", "BadRequestError")
         self._account_prompt(req.get("messages") or [])
         is_adapter = model != cfg.base
-        max_tokens = int(req.get("max_tokens") or req.get("max_completion_tokens") or cfg.tokens)
         n_tokens = max(1, min(cfg.tokens, max_tokens))
         call = None
         if tools and is_adapter and req.get("tool_choice") != "none":
@@ -235,7 +258,11 @@ class FakeServer:
             call = {"name": fn.get("name", "tool"), "arguments": json.dumps(_fake_arguments(tools[0]))}
         pieces = [f"tok{i} " for i in range(n_tokens)]
         reason = "tool_calls" if call else ("length" if n_tokens >= max_tokens else "stop")
-        prompt_tokens = sum(_tokens_of(json.dumps(m)) for m in req.get("messages") or [])
+        if call and max_tokens < cfg.call_tokens:
+            raw = f"<start_function_call>call:{call['name']}{{" + ",".join(
+                f"{k}:<escape>{v}<escape>" for k, v in json.loads(call["arguments"]).items()) + "}<end_function_call>"
+            call, n_tokens, reason = None, max_tokens, "length"
+            pieces = [raw[: len(raw) * max_tokens // cfg.call_tokens]]
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
                  "total_tokens": prompt_tokens + n_tokens}
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "created": int(time.time()), "model": model}

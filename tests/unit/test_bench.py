@@ -256,3 +256,77 @@ def test_fake_server_runs_as_a_module_for_the_docs() -> None:
         proc.terminate()
         assert proc.wait(timeout=10) == 0  # SIGTERM ends it cleanly
         proc.stdout.close()
+
+
+# ------------------------------------------------------------ prompts fitted to the server's context length
+
+
+def test_context_length_is_the_base_models_for_its_adapters() -> None:
+    from lorafleet.tools.bench.fit import context_length
+
+    listed = [{"id": "fg", "parent": None, "max_model_len": 1024}, {"id": "weather", "parent": "fg"},
+              {"id": "big", "parent": None, "max_model_len": 4096}, {"id": "other", "parent": "big"}]
+    assert context_length(listed, ["weather"]) == 1024  # vLLM lists the length on base models only
+    assert context_length(listed, ["other", "big"]) == 4096
+    assert context_length(listed, ["big", "weather"]) == 1024, "the smallest of the chosen models"
+    assert context_length([{"id": "m"}], ["m"]) is None, "a router's list carries no length: prompts go as asked"
+
+
+def test_choose_prefix_tools_keeps_room_for_max_tokens() -> None:
+    from lorafleet.tools.bench.fit import choose_prefix_tools
+
+    tokens = {n: 100 + 80 * n for n in range(13)}.__getitem__  # 12 declarations: 1060 tokens
+    kept = choose_prefix_tools(tokens, 1024, 32, 12)
+    assert (kept.prefix_tools, kept.prompt_tokens, kept.changed) == (11, 980, True)
+    assert "--prefix-tools 12 lowered to 11" in kept.note() and "max_model_len of 1024" in kept.note()
+    assert not choose_prefix_tools(tokens, 32768, 32, 12).changed
+    assert choose_prefix_tools(tokens, 1024, 32, 3).prefix_tools == 3, "never more than asked"
+    with pytest.raises(ValueError, match="a prompt without tool declarations is 100 tokens.*lower --max-tokens to 50"):
+        choose_prefix_tools(tokens, 150, 64, 12)
+
+
+def test_bench_defaults_fit_a_short_context_and_say_what_changed(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # As the local demo target: max_model_len 1024, and twelve declarations a little over it.
+    with running_fake_server(FakeConfig(adapters=["weather"], max_model_len=1024)) as url:
+        rc = cli_main(["bench", "--url", url, "--requests", "8", "--concurrency", "2", "--no-progress",
+                       "--out", str(tmp_path / "run.json")])
+        with pytest.raises(SystemExit, match="lower --max-tokens to 929 or less"):
+            cli_main(["bench", "--url", url, "--requests", "2", "--no-progress", "--max-tokens", "1000"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    assert "note: --prefix-tools 12 lowered to 11 to fit the server's max_model_len of 1024" in out.out
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["overall"]["ok"] == 8
+    assert result["config"]["prefix_tools"] == 11
+    assert result["prompt_fit"] == {"max_model_len": 1024, "max_tokens": 32, "prefix_tools_asked": 12,
+                                    "prefix_tools": 11, "prompt_tokens": result["prompt_fit"]["prompt_tokens"],
+                                    "changed": True}
+    assert result["prompt_fit"]["prompt_tokens"] + 32 <= 1024
+    assert max(s["prompt_tokens"] for s in result["samples"]) == result["prompt_fit"]["prompt_tokens"], \
+        "the count is the longest prompt the run sent"
+    assert any("lowered to 11" in note for note in result["notes"])
+
+
+def test_bench_fits_declarations_written_into_the_prompt_without_a_tool_parser() -> None:
+    with running_fake_server(FakeConfig(adapters=["weather"], max_model_len=1024, tool_parser=False)) as url:
+        cfg = BenchConfig(models=["weather"], concurrency=2, requests=4, progress=False)
+        result = run_bench(resolve_endpoint(url=url, env={}), cfg)
+    assert result["overall"]["ok"] == 4
+    assert result["config"]["tools_declared"] is False
+    assert result["prompt_fit"]["prefix_tools"] == 10, "as JSON text the declarations take more room"
+    assert [n for n in result["notes"] if "lowered" in n] == [result["notes"][0]], "one note, for the fit sent"
+
+
+def test_bench_leaves_prompts_alone_when_they_fit_or_the_limit_is_unknown() -> None:
+    with running_fake_server(FakeConfig(adapters=["weather"])) as url:
+        result = run_bench(resolve_endpoint(url=url, env={}), BenchConfig(models=["weather"], requests=2, progress=False))
+    assert result["prompt_fit"]["changed"] is False and result["config"]["prefix_tools"] == 12
+    assert result["notes"] == []
+
+
+def test_bench_stops_when_no_prompt_fits_naming_the_flag() -> None:
+    with running_fake_server(FakeConfig(adapters=["weather"], max_model_len=120)) as url:
+        cfg = BenchConfig(models=["weather"], requests=2, progress=False)
+        with pytest.raises(ValueError, match="max_model_len is 120 tokens.*lower --max-tokens to"):
+            run_bench(resolve_endpoint(url=url, env={}), cfg)

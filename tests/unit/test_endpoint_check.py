@@ -91,3 +91,61 @@ def test_lorafleet_check_runs_in_process_with_the_resolved_key(
     assert "2 of 2 answered" in out.out and 'get_weather(location="London")' in out.out
     assert wrong == 2 and "401" in out.err
     assert "ZQX" not in out.out + out.err
+
+
+def test_a_call_the_token_budget_cuts_fails_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # The adapter's call takes 60 tokens: a 48-token budget (the old default) ends the answer inside it.
+    with running_fake_server(FakeConfig(adapters=["weather", "alarm"], call_tokens=60)) as url:
+        cut = cli_main(["check", "--url", url, "--max-tokens", "48"])
+        cut_out = capsys.readouterr().out
+        whole = cli_main(["check", "--url", url])  # the default budget
+        whole_out = capsys.readouterr().out
+    assert cut == 1, cut_out
+    row = next(line for line in cut_out.splitlines() if line.startswith("alarm "))
+    assert " CUT " in row and "cut by the 48-token budget: raise --max-tokens" in row
+    assert "('<start_function_call>call:get_weather...')" in row, "the cut text is shown, not passed off as an answer"
+    assert "failed: weather, alarm" in cut_out
+    assert " ok " in next(line for line in cut_out.splitlines() if line.startswith("fake-functiongemma "))
+    assert whole == 0 and "3 of 3 answered" in whole_out and whole_out.count('get_weather(location="London")') == 2
+
+
+@pytest.mark.parametrize(("text", "reason", "cut"), [
+    ("<start_function_call>call:set_alarm{hour:7,vo", "length", True),
+    ("<start_function_call>call:f{}<end_function_call>", "length", False),  # whole, then the budget ran out
+    ("<start_function_call>call:f{}<end_function_call><start_function_call>call:g{", "length", True),
+    ("<start_function_call>call:set_alarm{hour:7,vo", "stop", False),  # the model stopped itself: not the budget
+    ("I am the demo base model, and I talk for a long", "length", False),  # long text is an answer
+    (None, "length", False),
+])
+def test_cut_call(text: str | None, reason: str, cut: bool) -> None:
+    from lorafleet.tools.check import cut_call
+
+    assert cut_call(text, reason) is cut
+
+
+def test_the_default_budget_fits_every_demo_adapters_call() -> None:
+    import importlib.util
+
+    from lorafleet.deploy.layout import DEMO_BUILDER
+    from lorafleet.functiongemma import END, ESCAPE, START
+    from lorafleet.tools.check import DEFAULT_MAX_TOKENS
+
+    spec = importlib.util.spec_from_file_location("build_demo_model", DEMO_BUILDER)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)  # stdlib only at import time
+    calls = {name: demo.adapter_spec(name)["call_text"] for name in demo.KNOWN_ADAPTERS}
+    assert "alarm" in calls
+
+    def most_tokens(text: str) -> int:
+        # Each control token is one token; every other token covers at least one byte (byte-level BPE, as
+        # the demo's; SentencePiece with byte fallback, as FunctionGemma's); one more for the stop token.
+        rest = text
+        controls = sum(rest.count(marker) for marker in (START, END, ESCAPE))
+        for marker in (START, END, ESCAPE):
+            rest = rest.replace(marker, "")
+        return controls + len(rest.encode()) + 1
+
+    longest = max(calls, key=lambda name: most_tokens(calls[name]))
+    assert longest == "alarm" and most_tokens(calls["alarm"]) <= 130
+    assert all(most_tokens(text) <= DEFAULT_MAX_TOKENS for text in calls.values()), {
+        name: most_tokens(text) for name, text in calls.items()}

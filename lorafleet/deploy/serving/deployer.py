@@ -10,12 +10,14 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, python, server
 
 from lorafleet.deploy import hashing, layout, stack
+from lorafleet.deploy.credentials import key_reader
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ServingState
 from lorafleet.deploy.fleet import Fleet, endpoint_url
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.router.rolling import rolling_start
+from lorafleet.deploy.serving import next_steps
 from lorafleet.deploy.serving import plan as serving_plan
 from lorafleet.deploy.settings import Settings
 
@@ -71,5 +73,5 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
 
 def _print_next(s: Settings, host_name: str) -> None:
     logger.info(f"{host_name}: serving at {endpoint_url(s, host_name)}; try:")
-    for line in serving_plan.next_commands(s, host_name):
+    for line in next_steps.next_commands(s, host_name, key_reader(layout.PROJECT_ROOT, s.secrets.api_key)):
         logger.info(f"    {line}")

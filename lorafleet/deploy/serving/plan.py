@@ -15,7 +15,6 @@ import yaml
 
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.fleet import endpoint_url
 from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.stack import base_model_identity, container_name, host_script, paths, serving_image, version_link
@@ -168,17 +167,3 @@ def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> st
     if force_recreate:
         args.append("--force-recreate")
     return shlex.join(args)
-
-
-def next_commands(s: Settings, host_name: str) -> list[str]:
-    """What a newcomer can paste after a deploy: the check, and one request to an adapter. Never the key."""
-    endpoint = endpoint_url(s, host_name)
-    model = s.adapters[0].name if s.adapters else s.served_model_name
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32})
-    return [
-        f"lorafleet check --url {endpoint}",
-        f"curl -s {endpoint}/chat/completions -H \"Authorization: Bearer $LORAFLEET_API_KEY\" "
-        f"-H 'Content-Type: application/json' -d '{body}'",
-        "  (the key: LORAFLEET_API_KEY from your environment or .secrets.env, else the one the deploy keeps in .state/api-key)",
-        f"models: {', '.join([s.served_model_name, *(a.name for a in s.adapters)])}",
-    ]

@@ -14,8 +14,9 @@ token and end-to-end latency (p50/p90/p99), and errors by kind; written as JSON
 (``--out``) and drawn as a PNG (``--chart``). ``lorafleet bench compare A B``
 puts two runs side by side.
 
-The parts: :mod:`.prompts` (what a request says, which models), :mod:`.load`
-(the aiohttp client and the load loops), :mod:`.run` (one run: warm-up, server
+The parts: :mod:`.prompts` (what a request says, which models), :mod:`.fit`
+(prompts that fit the server's context length), :mod:`.load` (the aiohttp
+client and the load loops), :mod:`.run` (one run: the fit, warm-up, server
 counters, the record), :mod:`.stats` (percentiles, summaries), :mod:`.report`
 (table, chart, JSON, compare); this module holds the command-line wiring.
 """
@@ -50,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tools", action="store_true", help="write the declarations into the prompt, not `tools`")
     p.add_argument("--prefix-tools", type=int, default=len(TOOL_SPECS), metavar="N",
                    help=f"tool declarations in the shared developer turn, 0-{len(TOOL_SPECS)} "
-                        f"(default {len(TOOL_SPECS)}; lower it for a short --max-model-len)")
+                        f"(default {len(TOOL_SPECS)}; fewer are sent, with a note, when the prompt and "
+                        f"--max-tokens would not fit the server's max_model_len)")
     p.add_argument("--unique-prefix", action="store_true",
                    help="make every developer turn unique, which defeats prefix caching (for comparison)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")

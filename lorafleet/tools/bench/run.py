@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from lorafleet.tools.bench.fit import PromptFit, fit_prompts
 from lorafleet.tools.bench.load import (
     BenchConfig,
     HTTPStatusError,
@@ -64,27 +65,54 @@ async def warm_up(session: Any, chat_url: str, model: str, cfg: BenchConfig,
     return True
 
 
+async def fit_to_server(session: Any, endpoint: Endpoint, cfg: BenchConfig, asked: int,
+                        with_tools: bool) -> tuple[BenchConfig, PromptFit | None, str | None]:
+    """``cfg`` with as many of the ``asked`` declarations as the server's context length holds (see :mod:`.fit`)."""
+    fit, note = await fit_prompts(session, endpoint, cfg.models, asked, cfg.max_tokens, with_tools, cfg.unique_prefix)
+    return (replace(cfg, prefix_tools=fit.prefix_tools) if fit else cfg), fit, note
+
+
+async def checked_warm_up(session: Any, chat_url: str, cfg: BenchConfig, tools: list[dict[str, Any]] | None,
+                          notes: list[str]) -> bool:
+    """:func:`warm_up`; a 4xx stops the run with the server's reason, another failure is noted and counted later."""
+    try:
+        return await warm_up(session, chat_url, cfg.models[0], cfg, tools)
+    except HTTPStatusError as exc:
+        if 400 <= exc.status < 500:
+            # Every request would fail the same way: stop with the server's reason.
+            text = str(exc).lower()
+            hint = " (lower --prefix-tools or --max-tokens)" if "context" in text or "too long" in text else ""
+            raise ValueError(f"the server refused the first request to {cfg.models[0]}: {exc}{hint}") from exc
+        notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
+    except Exception as exc:  # noqa: BLE001 - the load itself will count it
+        notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
+    return True
+
+
+async def prepare(session: Any, endpoint: Endpoint, chat_url: str, cfg: BenchConfig,
+                  notes: list[str]) -> tuple[BenchConfig, list[dict[str, Any]] | None, PromptFit | None]:
+    """Fit the prompts to the server's context length and warm it up: the config to run, its tools, the fit."""
+    asked = cfg.prefix_tools
+    cfg, fit, fit_note = await fit_to_server(session, endpoint, cfg, asked, cfg.tools)
+    tools = tool_declarations(cfg.prefix_tools) if cfg.tools and cfg.prefix_tools else None
+    if not await checked_warm_up(session, chat_url, cfg, tools, notes):
+        tools = None
+        notes.append("the server has no tool-call parser: declarations sent inside the developer turn")
+        # Written into the developer turn, the declarations take other room: fit them again.
+        cfg, fit, fit_note = await fit_to_server(session, endpoint, cfg, asked, False)
+        await checked_warm_up(session, chat_url, cfg, None, notes)
+    if fit_note:
+        notes.insert(0, fit_note)
+    return cfg, tools, fit
+
+
 async def bench_async(endpoint: Endpoint, cfg: BenchConfig) -> dict[str, Any]:
     """Run one benchmark and return its result record (see :data:`SCHEMA`)."""
     cfg.check()
     chat_url = endpoint.endpoint_url + "/chat/completions"
-    notes = []
+    notes: list[str] = []
     async with make_session(endpoint, cfg.concurrency, cfg.timeout) as session:
-        tools = tool_declarations(cfg.prefix_tools) if cfg.tools and cfg.prefix_tools else None
-        try:
-            if not await warm_up(session, chat_url, cfg.models[0], cfg, tools):
-                tools = None
-                notes.append("the server has no tool-call parser: declarations sent inside the developer turn")
-                await warm_up(session, chat_url, cfg.models[0], cfg, None)
-        except HTTPStatusError as exc:
-            if 400 <= exc.status < 500:
-                # Every request would fail the same way: stop with the server's reason.
-                text = str(exc).lower()
-                hint = " (lower --prefix-tools or --max-tokens)" if "context" in text or "too long" in text else ""
-                raise ValueError(f"the server refused the first request to {cfg.models[0]}: {exc}{hint}") from exc
-            notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
-        except Exception as exc:  # noqa: BLE001 - the load itself will count it
-            notes.append(f"warm-up request failed: {error_kind(exc)}: {str(exc)[:200]}")
+        cfg, tools, fit = await prepare(session, endpoint, chat_url, cfg, notes)
         before = await asyncio.to_thread(fetch_server_counters, endpoint)
         progress = Progress(cfg.progress, cfg.requests if cfg.duration is None else None,
                             cfg.label or "bench")
@@ -106,6 +134,7 @@ async def bench_async(endpoint: Endpoint, cfg: BenchConfig) -> dict[str, Any]:
         "wall_s": wall,
         "config": config,
         "server": server_delta(before, after),
+        "prompt_fit": None if fit is None else {**asdict(fit), "changed": fit.changed},
         "notes": notes,
         **summarize_run(samples, cfg.models, wall),
         "samples": [asdict(s) for s in sorted(samples, key=lambda s: s.start_ms)],
