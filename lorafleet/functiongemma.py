@@ -4,7 +4,8 @@ Standard library only: vLLM's tool parser plugin (deploy/serving/functiongemma_t
 loads this file inside the serving container.  The grammar is what FunctionGemma's chat template
 writes for a tool call (the real one, and files/models/chat_template.jinja, which renders as it does):
 
-    output  = content { ws call } ws       content: any text before the first call
+    output  = content { ws call } ws [ "<start_function_response>" rest ]
+              content: any text before the first call; rest: any text, dropped
     call    = "<start_function_call>" "call:" name object "<end_function_call>"
     object  = "{" [ name ":" value { "," name ":" value } ] "}"
     value   = string | number | "true" | "false" | "None" | "null" | list | object
@@ -14,6 +15,10 @@ writes for a tool call (the real one, and files/models/chat_template.jinja, whic
     name    = one or more of A-Z a-z 0-9 _ - .
     ws      = whitespace, dropped (only between and after calls)
 
+The model ends its calls with ``<start_function_response>`` (where the template writes the
+responses): what follows it is the model imagining a response, and is dropped.  A server that
+stops on that token never sends it; one that does not (a base whose tokenizer splits it into text,
+a generation config without it) still gives the calls.
 Null is written ``None`` (the template prints Python's value); ``null`` is read too.  Keys are
 written sorted, case-insensitively (the template's ``dictsort``), at every level.  Nothing else is
 accepted: no spaces inside a call, no bare words, no text after a call.
@@ -27,6 +32,7 @@ from typing import Any, NamedTuple
 
 START = "<start_function_call>"
 END = "<end_function_call>"
+RESPONSE = "<start_function_response>"  # after the calls: the turn waits for their responses
 ESCAPE = "<escape>"
 MAX_DEPTH = 64  # lists and objects nested deeper are refused, never a RecursionError
 
@@ -114,8 +120,10 @@ class _Incomplete(Exception):
 class _Reader:
     """Recursive descent over ``text`` from ``pos``; raises _Incomplete at a premature end."""
 
-    def __init__(self, text: str, pos: int = 0):
+    def __init__(self, text: str, pos: int = 0, whole: bool = False):
         self.text, self.pos, self.depth = text, pos, 0
+        self.whole = whole  # the text is all there is: a cut-off RESPONSE at its end is one (unless it may be a call)
+        self.ended = False  # RESPONSE came after the calls: nothing after it is read
 
     def error(self, reason: str, offset: int | None = None) -> CallSyntaxError:
         return CallSyntaxError(reason, self.text, self.pos if offset is None else offset)
@@ -146,13 +154,19 @@ class _Reader:
         return match.group()
 
     def next_call(self) -> Call | None:
-        """The call after optional whitespace, or None if only whitespace is left."""
+        """The call after optional whitespace, or None if only whitespace (or RESPONSE and anything) is left."""
         self.pos = _WHITESPACE.match(self.text, self.pos).end()
         if self.pos == len(self.text):
             return None
+        rest = self.text[self.pos :]
+        if rest.startswith(RESPONSE) or (self.whole and RESPONSE.startswith(rest) and not START.startswith(rest)):
+            self.ended = True
+            return None
+        if len(rest) < len(RESPONSE) and RESPONSE.startswith(rest) and not START.startswith(rest):
+            raise _Incomplete
         rest = self.text[self.pos : self.pos + len(START)]
         if not START.startswith(rest):
-            raise self.error(f"text after a call: only whitespace or another {START} may follow {END}")
+            raise self.error(f"text after a call: only whitespace, another {START} or {RESPONSE} may follow {END}")
         self.literal(START)
         self.literal("call:")
         name = self.token(_NAME, "a function name (letters, digits, _ - .)")
@@ -247,7 +261,7 @@ def parse_calls(text: str) -> tuple[str, list[Call]]:
 
 
 def _read_calls(text: str, start: int) -> list[Call]:
-    reader, calls = _Reader(text, start), []
+    reader, calls = _Reader(text, start, whole=True), []
     try:
         while (call := reader.next_call()) is not None:
             calls.append(call)
@@ -271,10 +285,13 @@ class CallStream:
         self._in_calls = False  # the first call has started: no more content
         self._scanned = 0  # pending[:_scanned] holds no END that could complete a call
         self._error: CallSyntaxError | None = None
+        self._ended = False  # RESPONSE came after the calls: the rest of the stream is dropped
 
     def feed(self, chunk: str) -> list[str | Call]:
         """Take the next chunk; return the content and calls it makes certain."""
         self._raise_pending_error()
+        if self._ended:
+            return []
         self.pending += chunk
         events: list[str | Call] = []
         if not self._in_calls:
@@ -289,13 +306,18 @@ class CallStream:
                 events.append(self.pending[:start])
             self.pending, self._in_calls = self.pending[start:], True
         try:
-            # a call can only be complete once an END has arrived past what was scanned
-            while self.pending.find(END, max(0, self._scanned - len(END) + 1)) >= 0:
+            # a call can only be complete once an END has arrived past what was scanned, and the calls
+            # end once RESPONSE follows one
+            while (self.pending.find(END, max(0, self._scanned - len(END) + 1)) >= 0
+                   or self.pending.lstrip().startswith(RESPONSE)):
                 reader = _Reader(self.pending)
                 try:
                     call = reader.next_call()
                 except _Incomplete:  # that END was inside a string
                     self._scanned = len(self.pending)
+                    break
+                if call is None:
+                    self._ended, self.pending = reader.ended, "" if reader.ended else self.pending
                     break
                 events.append(call)
                 self.pending, self._scanned = self.pending[reader.pos :], 0
@@ -308,6 +330,8 @@ class CallStream:
     def close(self) -> list[str | Call]:
         """End of the stream: the content held back, or CallSyntaxError for an unfinished call."""
         self._raise_pending_error()
+        if self._ended:
+            return []
         if not self._in_calls:
             events: list[str | Call] = [self.pending] if self.pending else []
             self.pending = ""

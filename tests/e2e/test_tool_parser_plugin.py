@@ -50,6 +50,9 @@ GOOD = [
     ("names with - and .", render_call("weather-api.v2", {"x-y.z": [{"a": 1}, {"b": [True, None]}]})),
     ("a string holding the end marker", render_call("f", {"s": "a}<end_function_call>b{[,:\"]}", "t": "东京 😀"})),
     ("calls with whitespace between", render_call("a", {}) + "\n" + render_call("b", {"n": 12345, "s": "12345"}) + "\n"),
+    # a server that does not stop on <start_function_response> (seen at real size): what follows is dropped
+    ("calls, then an imagined response", render_call("set_timer", {"label": "tea", "minutes": 3})
+     + "<start_function_response>tea:set:call:set_timer{label"),
 ]
 AS_CONTENT = [  # what the grammar refuses (or holds back) comes back whole as content
     ("plain text", "I am the lorafleet demo base model. {a:1} <escape>"),

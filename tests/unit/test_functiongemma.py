@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorafleet.functiongemma import END, ESCAPE, START, Call, CallStream, CallSyntaxError, parse_calls, render_call
+from lorafleet.functiongemma import END, ESCAPE, RESPONSE, START, Call, CallStream, CallSyntaxError, parse_calls, render_call
 from tests.support.chat_templates import DEMO_TEMPLATE, compile_template, render
 
 
@@ -162,6 +162,19 @@ def test_render_writes_what_the_real_template_writes():
     )
 
 
+def test_what_the_model_writes_after_its_calls_and_response_marker_is_dropped():
+    # measured on Gemma 3 270M at real size, served without <start_function_response> as a stop token
+    text = ("<start_function_call>call:set_timer{label:<escape>tea<escape>,minutes:3}<end_function_call>"
+            "<start_function_response>tea:set:call:set_timer{label")
+    expected = ("", [("set_timer", {"label": "tea", "minutes": 3})])
+    assert parse_calls(text) == expected
+    assert stream(list(text)) == expected and stream([text]) == expected
+    assert parse_calls(text[: text.index(RESPONSE) + 19]) == expected, "a marker cut by the token budget ends them too"
+    with pytest.raises(CallSyntaxError, match="unfinished call"):  # "<start_function_" may be a call cut short
+        parse_calls(text[: text.index(RESPONSE) + 16])
+    assert parse_calls("No call. " + RESPONSE) == ("No call. " + RESPONSE, []), "before any call it is content"
+
+
 @pytest.mark.parametrize("word", ["None", "null"])
 def test_null_is_read_as_the_real_model_writes_it_and_as_json_writes_it(word):
     text = call(f"set_alarm{{hour:7,sound:{word}}}")
@@ -243,10 +256,15 @@ def test_render_then_parse_is_the_identity(generated):
     assert render_call(parsed_name, parsed) == render_call(name, arguments)  # and back
 
 
+IMAGINED = ["", RESPONSE, RESPONSE + "response:f{value:<escape>x<escape>}" + END + "<start_function_call>call:g{a", " " + RESPONSE + "{"]
+
+
 @settings(max_examples=300, deadline=None)
-@given(CONTENT, st.lists(CALLS, min_size=0, max_size=3), st.sampled_from(["", "\n", " \n "]), st.data())
-def test_stream_in_random_chunks_equals_parse_calls(content, calls, gap, data):
-    text = content + gap.join(render_call(n, a) for n, a in calls) + (gap if calls else "")
+@given(CONTENT, st.lists(CALLS, min_size=0, max_size=3), st.sampled_from(["", "\n", " \n "]),
+       st.sampled_from(IMAGINED), st.data())
+def test_stream_in_random_chunks_equals_parse_calls(content, calls, gap, imagined, data):
+    # a model whose server does not stop on <start_function_response> goes on imagining the response
+    text = content + gap.join(render_call(n, a) for n, a in calls) + (gap + imagined if calls else "")
     expected = parse_calls(text)
     assert expected[0] == (content if calls else text)
     assert [n for n, _ in expected[1]] == [n for n, _ in calls]
