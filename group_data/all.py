@@ -58,6 +58,9 @@ health_timeout_seconds = 900  # how long a (re)start may take to answer /health:
 deploy_lock_wait_seconds = 600  # how long a deploy waits for another one on the same box before it stops
 break_deploy_lock = False  # True (once, e.g. `--data break_deploy_lock=True`): remove a crashed deploy's lock
 
+# --- Removal: `pyinfra inventory.py remove.py` (README, "The two commands") ------
+remove_purge = []  # roots remove.py also empties of what the deploy put there: any of "models", "adapters", "cache" (default: keep all)
+
 # --- Fleet: several boxes behind one router (docs/fleet.md) ---------------------
 # The router runs on the inventory's `router` host; the boxes are every host with serve_models = True.
 serve_models = True  # this host runs vLLM; False: a router-only host (it serves no model itself)

@@ -12,17 +12,21 @@ from pyinfra.api.exceptions import DeployError
 from lorafleet.deploy.credentials import box_key, resolve_secrets
 from lorafleet.deploy.fleet import ROUTER_GROUP, Fleet, fleet_of
 from lorafleet.deploy.layout import PROJECT_ROOT
-from lorafleet.deploy.settings import Settings, SettingsError, build_settings
+from lorafleet.deploy.settings import Secrets, Settings, SettingsError, build_settings
 
 
-def host_settings(host) -> Settings:
+def host_settings(host, removing: bool = False) -> Settings:
     """Validate every setting of `host` (and the secrets) or stop before anything is planned.
 
     In a fleet a box's vLLM takes its own key (only the router and lorafleet's tools know it);
-    the user's key opens the router.
+    the user's key opens the router. `removing` (remove.py): no secret is read or generated, no
+    laptop folder checked: removing what a deploy made needs neither.
     """
     try:
-        settings = _settings(host.name, host.data.dict(), in_fleet=_has_router(host.inventory))
+        if removing:
+            settings = build_settings(host.data.dict(), Secrets(), check_sources=False, removing=True)
+        else:
+            settings = _settings(host.name, host.data.dict(), in_fleet=_has_router(host.inventory))
     except SettingsError as exc:
         raise DeployError(f"{host.name}: {exc}") from None
     for warning in settings.warnings:
@@ -51,6 +55,11 @@ def inventory_fleet(inventory, create: bool = True) -> Fleet | None:
 
 def _has_router(inventory) -> bool:
     return any(ROUTER_GROUP in h.groups for h in inventory)
+
+
+def routes(host) -> bool:
+    """Whether `host` runs the fleet's router (it is in the inventory's `router` group)."""
+    return ROUTER_GROUP in host.groups
 
 
 def _plan_only(name: str) -> bool:

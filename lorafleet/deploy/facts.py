@@ -250,3 +250,52 @@ def marker_is(path: str, expected: str) -> bool:
     """Whether a marker file lorafleet wrote (layout's *_MARKER) says `expected` on its first line."""
     lines = host.get_fact(FileContents, path=path)
     return bool(lines) and lines[0].strip() == expected
+
+
+class ComposeProject(FactBase):
+    """The containers and networks of a compose project, by name, as the engine labels them."""
+
+    @staticmethod
+    def default():
+        return {"containers": [], "networks": []}
+
+    def command(self, project: str) -> str:
+        label = shlex.quote(f"label=com.docker.compose.project={project}")
+        return (f"docker ps -a --filter {label} --format 'container={{{{.Names}}}}' 2>/dev/null || true; "
+                f"docker network ls --filter {label} --format 'network={{{{.Name}}}}' 2>/dev/null || true")
+
+    def process(self, output):
+        found = self.default()
+        for line in output:
+            kind, _, name = line.strip().partition("=")
+            if kind in ("container", "network") and name:
+                found[f"{kind}s"].append(name)
+        return {kind: sorted(names) for kind, names in found.items()}
+
+
+class StorageContent(FactBase):
+    """What a storage root holds that lorafleet may have made: folders holding its markers (down to two levels
+    below the top), the names at the top, and which of `paths` are present."""
+
+    @staticmethod
+    def default():
+        return {"marked": [], "entries": [], "present": []}
+
+    def command(self, root: str, paths: tuple[str, ...] = ()) -> str:
+        q = shlex.quote(root)
+        markers = f"\\( -name {layout.SOURCE_MARKER} -o -name {layout.INPUTS_MARKER} \\)"
+        # -H: a root may be a link to the drive that holds it.
+        parts = [f"find -H {q} -mindepth 2 -maxdepth 3 {markers} -printf 'marked=%h\\n' 2>/dev/null",
+                 f"find -H {q} -mindepth 1 -maxdepth 1 -printf 'entry=%f\\n' 2>/dev/null"]
+        parts += [f"if [ -e {shlex.quote(p)} ]; then echo {shlex.quote('present=' + p)}; fi" for p in paths]
+        return "; ".join(parts) + "; true"
+
+    def process(self, output):
+        found = self.default()
+        for line in output:
+            kind, _, value = line.rstrip("\n").partition("=")
+            if kind in ("marked", "present") and value:
+                found[kind].append(value)
+            elif kind == "entry" and value:
+                found["entries"].append(value)
+        return {kind: sorted(set(values)) for kind, values in found.items()}

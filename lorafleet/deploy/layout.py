@@ -93,6 +93,10 @@ VERSIONS_DIR = ".versions"  # in adapters_root: one symlink per adapter version
 STAGING_SUFFIX = ".partial"  # a download or copy in progress; renamed into place when complete
 PROBE_MARKER = ".lorafleet-probe"  # + "-TOKEN": written and removed by the round trip through the engine
 
+# -- In the storage roots: what the deploy makes there besides marked folders ----------
+CACHE_FOLDERS = {"HF_HOME": "huggingface", "VLLM_CACHE_ROOT": "vllm"}  # under cache_root
+DEMO_FOLDER = "lorafleet-demo"  # under models_root: the demo model and its adapters, as built
+
 # -- In the router container -------------------------------------------------------
 CONTAINER_ROUTER_DIR = "/router"  # config.yaml (0600, the keys) and ctl.py, mounted read-only
 
@@ -212,7 +216,12 @@ def base_model_dir(models_root: str, source: str, base_model: str, revision: str
 
 
 def demo_dir(models_root: str) -> str:
-    return f"{models_root}/lorafleet-demo"
+    return f"{models_root}/{DEMO_FOLDER}"
+
+
+def cache_dir(cache_root: str, variable: str) -> str:
+    """The folder under cache_root that a cache variable (CACHE_FOLDERS: HF_HOME, VLLM_CACHE_ROOT) names."""
+    return f"{cache_root}/{CACHE_FOLDERS[variable]}"
 
 
 def adapter_dir(adapters_root: str, name: str) -> str:

@@ -28,6 +28,15 @@ from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
 
 BOOTSTRAP = layout.BOOTSTRAP.relative_to(layout.PROJECT_ROOT)  # as the user runs it, from the repository
+ENGINE_DOWN = ("the Docker engine is not reachable (`docker version` shows no Server): start Docker Desktop "
+               "(WSL integration on) or dockerd, and mount /var/run/docker.sock into the gateway")
+
+
+def engine_answers() -> None:
+    """Stop unless the Docker engine answers: remove.py reads from it what runs, and an engine that does
+    not answer would look like one with nothing to remove."""
+    if not host.get_fact(DockerVersions)["server"]:
+        raise DeployError(f"{host.name}: {ENGINE_DOWN}; nothing was removed")
 
 
 def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
@@ -39,10 +48,7 @@ def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
     problems = []
     versions = host.get_fact(DockerVersions)
     if not versions["server"]:
-        problems.append(
-            "the Docker engine is not reachable (`docker version` shows no Server): start Docker Desktop "
-            "(WSL integration on) or dockerd, and mount /var/run/docker.sock into the gateway"
-        )
+        problems.append(ENGINE_DOWN)
     if not versions["compose"]:
         problems.append("docker compose v2 is missing (`docker compose version` failed): install the compose plugin")
     roots = {"models_root": s.models_root, "adapters_root": s.adapters_root, "cache_root": s.cache_root,

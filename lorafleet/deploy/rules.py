@@ -11,6 +11,8 @@ NETWORK_MODES = ("gateway", "publish")
 BASE_MODEL_SOURCES = ("hub", "upload", "demo")
 # auto: bfloat16 from compute capability 8.0, float32 below (lorafleet/deploy/gpu.py); vLLM's --dtype names.
 DTYPES = ("auto", "bfloat16", "float32", "float16")
+# The storage roots remove.py may empty of what the deploy put there (remove_purge), each with its setting.
+PURGEABLE_ROOTS = {"models": "models_root", "adapters": "adapters_root", "cache": "cache_root"}
 # Adapter names become URL path parts, folder names and the OpenAI `model` field.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")

@@ -80,6 +80,7 @@ class Settings:
     serve_without_api_key: bool
     deploy_lock_wait_seconds: int
     break_deploy_lock: bool
+    remove_purge: tuple[str, ...]
     publish_beyond_loopback: bool
     tailscale_advertise_tags: str
     endpoint_host: str
@@ -175,17 +176,20 @@ def unknown_keys(data: Mapping[str, Any]) -> list[str]:
 
 
 def build_settings(
-    data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True, plan_only: bool = False
+    data: Mapping[str, Any], secrets: Secrets, check_sources: bool = True, plan_only: bool = False,
+    removing: bool = False,
 ) -> Settings:
     """Validate host data into `Settings`, or raise `SettingsError` naming every bad setting.
 
     `check_sources`: also check the folders this laptop uploads (settings_folders.py); a router-only
     host (serve_models = False) uploads nothing, so nothing is checked for it.
     `plan_only` (a dry run): what only the real run needs, such as HF_TOKEN, is a warning, not an error.
+    `removing` (remove.py): it writes no secret and uploads nothing, so neither the secrets nor this
+    laptop's folders are checked, and the deploy's warnings are not repeated.
     """
-    settings, problems = read_settings(data, secrets, plan_only)
+    settings, problems = read_settings(data, secrets, plan_only, removing)
     settings, on_laptop = check_laptop_folders(settings, data.get("adapters"),
-                                               check=check_sources and settings.serve_models)
+                                               check=check_sources and settings.serve_models and not removing)
     problems += on_laptop
     if problems:
         raise SettingsError(problems)
@@ -193,11 +197,12 @@ def build_settings(
 
 
 def read_settings(
-    data: Mapping[str, Any], secrets: Secrets, plan_only: bool = False
+    data: Mapping[str, Any], secrets: Secrets, plan_only: bool = False, removing: bool = False
 ) -> tuple[Settings, list[str]]:
     """The settings and every problem found without reading the disk (pure).
 
     An `upload` base model is still the folder as written; `check_laptop_folders` resolves it.
+    `removing`: the rules about secrets (SECRET_RULES) and the run's (RUN_RULES) do not apply, nor the warnings.
     """
     problems = unknown_keys(data)
     values = {row.name: row.read(data, problems) for row in TABLE}
@@ -206,9 +211,10 @@ def read_settings(
     if values["max_cpu_loras"] is None:
         values["max_cpu_loras"] = default_max_cpu_loras(values["max_loras"], len(values["adapters"]))
     settings = Settings(**values, secrets=secrets, served_dtype="" if values["dtype"] == "auto" else values["dtype"])
-    problems += [problem for rule in CROSS_RULES for problem in rule(settings)]
-    later = [problem for rule in RUN_RULES for problem in rule(settings)]  # problems a dry run may plan past
-    warnings = [warning for rule in WARNINGS for warning in rule(settings)]
+    rules = [rule for rule in CROSS_RULES if not (removing and rule in SECRET_RULES)]
+    problems += [problem for rule in rules for problem in rule(settings)]
+    later = [problem for rule in RUN_RULES for problem in rule(settings)] if not removing else []  # a dry run may plan past
+    warnings = [warning for rule in WARNINGS for warning in rule(settings)] if not removing else []
     if plan_only:
         warnings += [f"the real deploy will stop here: {problem}" for problem in later]
     else:
@@ -388,4 +394,6 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     published_beyond_loopback_on_purpose,
 )
 RUN_RULES: tuple[CrossRule, ...] = (hf_token_for_gated_model,)  # only the real run needs these: a dry run warns
+# The secrets a deploy writes into env files: remove.py writes none, so a laptop without the key can retire a box.
+SECRET_RULES: tuple[CrossRule, ...] = (api_key_or_asked_for_none, api_key_fits_its_env_file, hf_token_on_one_line)
 WARNINGS: tuple[CrossRule, ...] = (warn_publish_beyond_loopback, warn_more_adapters_than_max_loras, warn_float16)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from lorafleet.deploy.rules import (
     ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, DTYPES, HOSTNAME, IMAGE_REF, NETWORK_MODES,
-    PARSER_NAME, PROFILES, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
+    PARSER_NAME, PROFILES, PURGEABLE_ROOTS, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
 )
 
 Rule = Callable[[str, Any, list[str]], Any]
@@ -173,6 +173,19 @@ def environment(key: str, value: Any, problems: list[str]) -> tuple[tuple[str, s
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
 
 
+def roots_to_purge(key: str, value: Any, problems: list[str]) -> tuple[str, ...]:
+    """A list of storage roots by their short names (rules.PURGEABLE_ROOTS), each once; [] keeps them all."""
+    value = [] if value is None else value
+    names = ", ".join(f'"{name}"' for name in PURGEABLE_ROOTS)
+    if (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)
+            or set(value) - set(PURGEABLE_ROOTS)):
+        problems.append(f"{key}={value!r} is not allowed: use a list of the storage roots remove.py empties of what "
+                        f"the deploy put there, any of {names}, e.g. [\"cache\"] (on the command line: "
+                        f"--data '{key}=[\"cache\"]'), or [] to keep them all")
+        return ()
+    return tuple(dict.fromkeys(value))
+
+
 def as_given(key: str, value: Any, problems: list[str]) -> Any:
     """Checked with other settings, in settings.py (adapters need served_model_name and base_model_source)."""
     return value
@@ -230,6 +243,7 @@ TABLE: tuple[Row, ...] = (
     Row("health_timeout_seconds", whole(10)),
     Row("deploy_lock_wait_seconds", whole(0)),
     Row("break_deploy_lock", flag),
+    Row("remove_purge", roots_to_purge),
     Row("serve_models", flag),
     Row("router_port", whole(1, 65535)),
     Row("router_network_mode", one_of(NETWORK_MODES)),

@@ -1,9 +1,11 @@
-"""The README's quick start, run as a newcomer types it: the local deploy, then `lorafleet check` and `status`.
+"""The README's quick start, run as a newcomer types it: the local deploy, then `lorafleet check` and `status`,
+then the README's way out, `remove.py`.
 
 It deploys this machine's default local stack (compose project lorafleet-local on
 port 8000), so it runs where that is ours to make: in CI, or when
-LORAFLEET_README_QUICKSTART=1 says so. It removes the stack afterwards; the
-image and the demo model stay, as caches keyed by their inputs.
+LORAFLEET_README_QUICKSTART=1 says so. It removes the stack afterwards with the
+README's command (and by hand if that failed); the image and the demo model stay,
+as caches keyed by their inputs.
 """
 
 from __future__ import annotations
@@ -47,22 +49,29 @@ def run(command: str, **kwargs) -> subprocess.CompletedProcess:
 def test_the_readme_quick_start_runs_as_written(report):
     commands = quick_start()
     assert commands[0].startswith("python3 -m venv .venv"), commands
-    assert commands[1:] == ["pyinfra inventory.py deploy.py", "pytest tests/", "lorafleet check", "lorafleet status"]
+    assert commands[1:] == ["pyinfra inventory.py deploy.py", "pytest tests/", "pyinfra inventory.py remove.py",
+                            "lorafleet check", "lorafleet status"]
+    deploy_line, _, remove_line, *tools = commands[1:]
     existing = sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").stdout
     assert not existing, f"a {PROJECT} stack exists already: this test would touch what it did not make"
     stack_dir = Path(LOCAL["stack_dir"])
     made_stack_dir = not stack_dir.exists()
     try:
         # The install line ran already (this is its venv); `pytest tests/` is what is running.
-        deploy = run(commands[1], input="\n")  # "Press enter to execute"
-        report(f"[e2e readme] {commands[1]}: exit {deploy.returncode}")
+        deploy = run(deploy_line, input="\n")  # "Press enter to execute"
+        report(f"[e2e readme] {deploy_line}: exit {deploy.returncode}")
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         assert "lorafleet check --url http://127.0.0.1:8000/v1" in deploy.stdout + deploy.stderr
         pasted_curl_answers(deploy.stdout + deploy.stderr, report)
-        for command in commands[3:]:
+        for command in tools:
             result = run(command)
             report(f"[e2e readme] {command}: exit {result.returncode}")
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        removal = run(remove_line, input="\n")  # the way out, last: it stops what the commands above use
+        report(f"[e2e readme] {remove_line}: exit {removal.returncode}")
+        assert removal.returncode == 0, removal.stdout[-3000:] + removal.stderr[-3000:]
+        left = sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").stdout
+        assert not left, f"{remove_line} left containers of {PROJECT}: {left}"
     finally:
         sh("docker", "compose", "-p", PROJECT, "-f", str(stack_dir / "compose.yaml"), "down", "--remove-orphans",
            "--timeout", "5", check=False)

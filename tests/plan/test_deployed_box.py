@@ -75,22 +75,25 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gp
     return data, versions
 
 
-def run_deploy(tmp_path, data: dict, *args: str) -> subprocess.CompletedProcess:
-    """Run the deploy (not dry) against the fake box, with pyinfra's JSON results on stdout."""
+def run_deploy(tmp_path, data: dict, *args: str, file: str = "deploy.py", secrets: bool = True) -> subprocess.CompletedProcess:
+    """Run the deploy (or another deploy file: remove.py) against the fake box, not dry, with pyinfra's JSON results
+    on stdout; `secrets=False`: no HF_TOKEN or API key in the environment."""
     overrides = {k: v for k, v in data.items() if k not in group_data("gpu") or group_data("gpu")[k] != v}
     inventory = tmp_path / "inventory.py"
     inventory.write_text(f"gpu = [({HOST!r}, {overrides!r})]\n")
-    env = {**os.environ, "HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY, "LORAFLEET_STATE_DIR": str(tmp_path / "state")}
-    return subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), "deploy.py", *args],
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "LORAFLEET_API_KEY", "VLLM_API_KEY")}
+    env.update({"HF_TOKEN": HF_TOKEN, "LORAFLEET_API_KEY": API_KEY} if secrets else {})
+    env.update(LORAFLEET_STATE_DIR=str(tmp_path / "state"), LORAFLEET_SECRETS_FILE=str(tmp_path / "none.env"))
+    return subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--json", "-vvv", "--diff", str(inventory), file, *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def deploy(tmp_path, data: dict, *args: str, ok: bool = True) -> tuple[dict[str, bool], str]:
+def deploy(tmp_path, data: dict, *args: str, ok: bool = True, **run) -> tuple[dict[str, bool], str]:
     """Run the deploy (not dry) against the fake box; the operations that ran, and all output.
 
-    `ok=False`: the deploy must fail (its output then holds why; no operation ran).
+    `ok=False`: the deploy must fail (its output then holds why; no operation ran). `run`: run_deploy's keywords.
     """
-    result = run_deploy(tmp_path, data, *args)
+    result = run_deploy(tmp_path, data, *args, **run)
     output = result.stdout + result.stderr
     assert (result.returncode == 0) is ok, output[-4000:]
     if not ok:

@@ -78,6 +78,7 @@ class Scenario:
     data: dict = field(default_factory=dict)
     host_name: str = ""
     network: str | None = None  # a docker network the SSH target joins (the fleet's tailnet stand-in)
+    own_cache: bool = False  # a cache root of its own, in its run folder: for a scenario that purges it
 
     def __post_init__(self):
         self.dir = WORK / f"run-{self.run_id}-{self.kind}"
@@ -85,7 +86,7 @@ class Scenario:
         # Caches shared with the README's local deploy: the demo model is rebuilt only when its inputs
         # change; vLLM's compiled kernels and hub downloads are kept.
         self.models_root = Path(local_group_data()["models_root"])
-        self.cache_root = Path(local_group_data()["cache_root"])
+        self.cache_root = self.dir / "cache" if self.own_cache else Path(local_group_data()["cache_root"])
         self.timings: dict[str, float] = {}
 
     # -- phases ---------------------------------------------------------------
@@ -130,19 +131,20 @@ class Scenario:
             f"e2e = [({self.host_name!r}, {self.data!r})]\n"
         )
 
-    def deploy(self, *extra: str, check: bool = True) -> dict:
-        """Run the real deploy; returns pyinfra's JSON results (plan and per-operation results)."""
+    def deploy(self, *extra: str, check: bool = True, file: str = "deploy.py") -> dict:
+        """Run the real deploy (or `file`: remove.py); returns pyinfra's JSON results (plan and per-operation results)."""
         env = {**os.environ, "LORAFLEET_STATE_DIR": str(self.dir / "state"), "LORAFLEET_API_KEY": API_KEY,
                "HF_TOKEN": HF_TOKEN}
         env.pop("LORAFLEET_GPU_HOST", None)
         result = subprocess.run(
-            [sys.executable, "-m", "pyinfra", "-y", "--json", str(self.dir / "inventory.py"), "deploy.py", *extra],
+            [sys.executable, "-m", "pyinfra", "-y", "--json", str(self.dir / "inventory.py"), file, *extra],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
         )
-        log = self.dir / f"deploy-{time.strftime('%H%M%S')}.log"
+        # Every run's log starts with "deploy-": files_containing reads past them.
+        log = self.dir / f"deploy-{'' if file == 'deploy.py' else Path(file).stem + '-'}{time.strftime('%H%M%S')}.log"
         log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
         if check and result.returncode != 0:
-            raise AssertionError(f"deploy failed ({result.returncode}), log in {log}:\n{result.stderr[-5000:]}")
+            raise AssertionError(f"{file} failed ({result.returncode}), log in {log}:\n{result.stderr[-5000:]}")
         try:
             payload = json.loads(result.stdout)
         except ValueError:
@@ -150,6 +152,10 @@ class Scenario:
         payload["returncode"] = result.returncode
         payload["output"] = result.stdout + result.stderr
         return payload
+
+    def remove(self, *extra: str, check: bool = True) -> dict:
+        """Run the real remove.py (README, "The two commands"); pyinfra's JSON results, as `deploy`."""
+        return self.deploy(*extra, check=check, file="remove.py")
 
     @staticmethod
     def changed_operations(payload: dict) -> list[str]:
@@ -269,9 +275,12 @@ class Scenario:
 
 
 @contextmanager
-def converged(kind: str, *deploy_args: str, report=print, **overrides) -> Iterator[Scenario]:
-    """A created and converged scenario (declared state changed by `overrides`), destroyed on exit."""
-    scenario = Scenario(kind, report=report)
+def converged(kind: str, *deploy_args: str, report=print, own_cache: bool = False, **overrides) -> Iterator[Scenario]:
+    """A created and converged scenario (declared state changed by `overrides`), destroyed on exit.
+
+    `own_cache`: its cache root in its run folder, not the one shared with other runs (see Scenario).
+    """
+    scenario = Scenario(kind, report=report, own_cache=own_cache)
     try:
         scenario.create()
         if overrides:

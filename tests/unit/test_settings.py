@@ -118,6 +118,8 @@ BAD_INPUTS = [
     ("the manifest moved", {"vllm_env": {"LORAFLEET_MANIFEST": "/tmp/x.json"}}, "vllm_env sets LORAFLEET_MANIFEST"),
     ("online mode", {"vllm_env": {"HF_HUB_OFFLINE": "0"}}, "sets HF_HUB_OFFLINE, which the deploy sets itself: remove it (because models are fetched by the deploy"),
     ("a file of flags", {"extra_vllm_args": ["--config", "x.yaml"]}, "carries --config, which the deploy sets itself: remove it (because a file of flags"),
+    ("a root to purge as a bare word", {"remove_purge": "cache"}, "remove_purge='cache' is not allowed: use a list"),
+    ("a root to purge that does not exist", {"remove_purge": ["stack"]}, "any of \"models\", \"adapters\", \"cache\""),
 ]
 
 

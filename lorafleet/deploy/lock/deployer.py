@@ -23,6 +23,7 @@ from pathlib import Path
 from pyinfra import host, logger, state
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.facts.files import Directory
 from pyinfra.operations import server
 
 from lorafleet.deploy import layout, stack
@@ -87,7 +88,17 @@ def deploy_lock(action: str, lock_dir: str, owner: str, wait_seconds: int = 0):
     yield lock_command(action, lock_dir, owner, 0, script)
 
 
-def acquire(s: Settings) -> None:
+def _nothing_deployed(s: Settings, if_deployed: bool) -> bool:
+    """`if_deployed` (remove.py) on a box without a stack folder: no lock to take, and none to leave behind.
+
+    A deploy makes the folder before anything else (lock.sh, to take its lock), so none holds one there.
+    """
+    return if_deployed and not host.get_fact(Directory, path=s.stack_dir)
+
+
+def acquire(s: Settings, if_deployed: bool = False) -> None:
+    if _nothing_deployed(s, if_deployed):
+        return
     lock_dir = stack.paths(s).lock_dir
     holder = host.get_fact(DeployLockHolder, path=lock_dir)
     if holder and (s.break_deploy_lock or is_stale(holder, socket.gethostname(), _pid_alive)):
@@ -97,5 +108,7 @@ def acquire(s: Settings) -> None:
     deploy_lock("acquire", lock_dir, OWNER, s.deploy_lock_wait_seconds, name="Take the deploy lock")
 
 
-def release(s: Settings) -> None:
+def release(s: Settings, if_deployed: bool = False) -> None:
+    if _nothing_deployed(s, if_deployed):
+        return
     deploy_lock("release", stack.paths(s).lock_dir, OWNER, name="Release the deploy lock")

@@ -2,7 +2,7 @@
 
 The configuration (every box and adapter, and the keys) is a 0600 file the router
 reloads on SIGHUP: a changed fleet never restarts it. Only its image, port or
-network recreate the container.
+network recreate the container. `remove` stops and removes it (remove.py); its gateway stays.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import layout, stack
+from lorafleet.deploy import layout, removal, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.facts import ContainerRunning, ImageId
+from lorafleet.deploy.facts import ComposeProject, ContainerRunning, ImageId
 from lorafleet.deploy.fleet import Fleet, render_router_config
 from lorafleet.deploy.ops import SecretText, live, secret_file, shipped
 from lorafleet.deploy.router import plan
@@ -63,3 +63,13 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
 def _print_endpoint(fleet: Fleet) -> None:
     logger.info(f"the fleet's endpoint: {fleet.endpoint} ({len(fleet.boxes)} boxes, {len(fleet.models)} models); "
                 f"try: lorafleet status --fleet && lorafleet check --url {fleet.endpoint}")
+
+
+def remove(s: Settings) -> None:
+    """Stop and remove the router's container and its project's networks; its gateway and its image stay."""
+    found = host.get_fact(ComposeProject, project=plan.project(s))
+    commands = removal.project_commands(found, keep=(s.router_gateway_container, s.gateway_container))
+    if commands:
+        server.shell(name="Stop and remove the router", commands=commands)
+    if host.get_fact(ImageId, image=plan.image(s)):
+        logger.info(f"{host.name}: the router image {plan.image(s)} stays (`docker image rm {plan.image(s)}` frees its space)")

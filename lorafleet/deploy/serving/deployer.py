@@ -1,4 +1,4 @@
-"""The serving stack: manifest, compose project, start with rollback, adapter sync, verify."""
+"""The serving stack: manifest, compose project, start with rollback, adapter sync, verify; and its removal."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pyinfra import host, logger
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, python, server
 
-from lorafleet.deploy import hashing, layout, stack
+from lorafleet.deploy import hashing, layout, removal, stack
 from lorafleet.deploy.credentials import key_reader
 from lorafleet.deploy.decide import ServingFacts, decide
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.facts import ServingState
+from lorafleet.deploy.facts import ComposeProject, ImageId, ServingState
 from lorafleet.deploy.fleet import Fleet, endpoint_url
 from lorafleet.deploy.ops import live
 from lorafleet.deploy.router.rolling import rolling_start
@@ -75,3 +75,19 @@ def _print_next(s: Settings, host_name: str) -> None:
     logger.info(f"{host_name}: serving at {endpoint_url(s, host_name)}; try:")
     for line in next_steps.next_commands(s, host_name, key_reader(layout.PROJECT_ROOT, s.secrets.api_key)):
         logger.info(f"    {line}")
+
+
+def remove(s: Settings) -> None:
+    """Stop and remove vLLM's container and its project's networks: the port and the memory come back.
+
+    Never the gateway, whatever the labels say; the serving image stays (an image is a cache: a later deploy reuses it).
+    """
+    found = host.get_fact(ComposeProject, project=s.compose_project)
+    commands = removal.project_commands(found, keep=(s.gateway_container, s.router_gateway_container))
+    if commands:
+        server.shell(name=f"Stop and remove the serving stack (frees port {s.port})", commands=commands)
+    image = stack.serving_image(s)
+    if host.get_fact(ImageId, image=image):
+        logger.info(f"{host.name}: the serving image {image} stays (`docker image rm {image}` frees its space)")
+    if s.network_mode == "gateway":
+        logger.info(f"{host.name}: the gateway {s.gateway_container} stays: it is the box's network door, and this run's")

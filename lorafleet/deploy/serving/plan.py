@@ -55,8 +55,8 @@ def vllm_args(s: Settings) -> list[str]:
 def vllm_environment(s: Settings) -> dict[str, str]:
     """Non-secret environment of the vLLM container."""
     env = {
-        "HF_HOME": f"{s.cache_root}/huggingface",
-        "VLLM_CACHE_ROOT": f"{s.cache_root}/vllm",
+        "HF_HOME": layout.cache_dir(s.cache_root, "HF_HOME"),
+        "VLLM_CACHE_ROOT": layout.cache_dir(s.cache_root, "VLLM_CACHE_ROOT"),
         # Models are fetched by the deploy, never by the server at start-up.
         "HF_HUB_OFFLINE": "1",
         # Lets the deploy add and remove adapters on the running server (zero downtime).
