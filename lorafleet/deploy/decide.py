@@ -2,8 +2,9 @@
 
 The serving step gathers facts (the container's state and image, the served
 adapters, the hash of the secrets vLLM started with), renders what should be, and
-asks `decide` whether to check a new image, start, recreate or sync. pyinfra only carries it out; the
-compose file and the manifest add their own "changed" signals at apply time.
+asks `decide` whether to check a new image, start, recreate or sync. pyinfra only
+carries it out; the compose file and the manifest add their own "changed" signals
+at apply time.
 """
 
 from __future__ import annotations

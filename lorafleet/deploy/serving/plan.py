@@ -163,7 +163,7 @@ def render_manifest(s: Settings, versions: dict[str, str]) -> str:
     return json.dumps(manifest(s, versions), indent=2, sort_keys=True) + "\n"
 
 
-# The flags of `vllm serve` that name what vLLM loads beyond its own code, and the image check's flag for each.
+# The flags of `vllm serve` that name what vLLM loads beyond its own code; check_image.py takes them by the same names.
 PLUGIN_FLAGS = ("tool-parser-plugin", "tool-call-parser", "middleware", "chat-template")
 
 
