@@ -5,6 +5,7 @@ group_data/local.py overrides what the CPU demo target needs."""
 profile = "cuda"  # cuda: the pinned vllm/vllm-openai image with the GPU; cpu: build a vllm-cpu image
 cuda_image = "vllm/vllm-openai:v0.32.0"  # pinned: the same vLLM as the CPU image's lock, so CPU tests hold on the GPU
 cpu_base_image = "python:3.11-slim"  # base of the CPU image; "local": the machine's own lorafleet/base if it has one
+cpu_image = None  # None: build the CPU image from files/image; a pinned tag: that image instead (pulled when missing, never built)
 
 # --- Base model ---------------------------------------------------------------
 base_model_source = "hub"  # hub: download on the host; upload: a folder on this laptop; demo: build the demo model

@@ -109,11 +109,11 @@ class GpuInContainer(FactBase):
 
 
 class ServingState(FactBase):
-    """The vLLM container's state: running, health, server hash label, network owner, served adapters."""
+    """The vLLM container's state: running, health, server hash label, network owner, image id, served adapters."""
 
     def command(self, container: str, gateway: str = "") -> str:
         c = shlex.quote(container)
-        fmt = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.StartedAt}}|{{.HostConfig.NetworkMode}}|{{index .Config.Labels \"lorafleet.engine\"}}"
+        fmt = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.StartedAt}}|{{.HostConfig.NetworkMode}}|{{index .Config.Labels \"lorafleet.engine\"}}|{{.Image}}"
         parts = [f"echo state=$(docker inspect --format '{fmt}' {c} 2>/dev/null)"]
         if gateway:
             parts.append(
@@ -137,6 +137,7 @@ class ServingState(FactBase):
         if len(fields) < 5 or not fields[0]:
             return dict(self.ABSENT)
         status, health, started, network, server_hash = fields[:5]
+        image_id = fields[5] if len(fields) > 5 else ""  # "" (unknown) checks any image a start brings
         try:
             report = json.loads(values["served"]) if values.get("served") else None
         except ValueError:
@@ -152,6 +153,7 @@ class ServingState(FactBase):
             "healthy": health == "healthy",
             "started_at": started,
             "server_hash": server_hash,
+            "image_id": image_id,
             # vLLM lost its network if the gateway it joined was recreated or restarted since.
             "network_stale": bool(gateway_id) and network.startswith("container:") and (
                 network != f"container:{gateway_id}" or _timestamp(gateway_started) > _timestamp(started)

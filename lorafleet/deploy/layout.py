@@ -40,7 +40,11 @@ SERVE_FILES = {
     "functiongemma.py": SHARED_MODULES["functiongemma.py"],
     # vLLM's --middleware: names each tool result after the call it answers, before the chat template renders.
     "lorafleet_middleware.py": FILES_DIR / "serving" / "lorafleet_middleware.py",
+    # Run in a throwaway container of a new image before vLLM is recreated on it: the plugins import there.
+    "check_image.py": FILES_DIR / "serving" / "check_image.py",
 }
+# Serve files vLLM never runs: no part of the server hash, so a change to them restarts nothing.
+NOT_RUN_BY_VLLM = ("check_image.py",)
 # What vLLM imports with --middleware (module beside the entrypoint, on its PYTHONPATH).
 MIDDLEWARE = ("lorafleet_middleware.ToolResultNames",)
 # The name the plugin registers with vLLM's ToolParserManager.

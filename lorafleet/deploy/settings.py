@@ -42,6 +42,7 @@ class Settings:
     profile: str
     cuda_image: str
     cpu_base_image: str
+    cpu_image: str | None
     base_model_source: str
     base_model: str
     base_model_revision: str

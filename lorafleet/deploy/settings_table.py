@@ -200,6 +200,9 @@ TABLE: tuple[Row, ...] = (
     Row("cuda_image", PINNED_IMAGE),
     Row("cpu_base_image", or_local(matching(
         IMAGE_REF, "is not allowed: use an image reference with a tag, like python:3.11-slim, or 'local'"))),
+    Row("cpu_image", unless_none(matching(
+        IMAGE_REF, "must name a pinned tag (e.g. lorafleet/vllm-cpu:0.33.0-mine), never latest", ":latest")),
+        optional=True),
     Row("base_model_source", one_of(BASE_MODEL_SOURCES)),
     Row("base_model", text),  # a hub repo id or a laptop folder, by base_model_source: settings.py checks it
     Row("base_model_revision", matching(REVISION, "is not allowed: use a branch, tag or commit sha")),

@@ -39,9 +39,11 @@ def version_link(s: Settings, name: str, version: str) -> str:
 
 
 def serving_image(s: Settings) -> str:
-    """The image vLLM runs: the pinned CUDA image, or the CPU build tagged by its inputs' hash."""
+    """The image vLLM runs: the pinned CUDA image, or on the CPU cpu_image, else the build tagged by its inputs' hash."""
     if s.profile == "cuda":
         return s.cuda_image
+    if s.cpu_image:
+        return s.cpu_image
     inputs = [shipped_bytes(path) for _, path in sorted(layout.CPU_BUILD_FILES.items())]
     return f"lorafleet/vllm-cpu:{cpu_vllm_version()}-{sha256_hex(*inputs, s.cpu_base_image)}"
 

@@ -30,6 +30,7 @@ ADAPTERS = [{"name": "sql", "hub": "you/sql-lora", "revision": "abc123"},
             {"name": "email", "hub": "you/email-lora", "revision": "def456"}]
 # nvidia-smi's answer to the preflight's query (gpu.QUERY) on the box's card: an RTX 3090 (Ampere).
 AMPERE = "NVIDIA GeForce RTX 3090, 24576, 8.6, 560.94"
+IMAGE_ID = "sha256:abc"  # the id of the settings' image (vllm/vllm-openai:v0.32.0) on the box
 SERVING_OPS = ("Start vLLM and wait for /health (rolls back on failure)",
                "Bring the served adapters to the manifest (no restart)",
                "Verify /v1/models lists the base model and every adapter")
@@ -39,10 +40,12 @@ def stat_line(path: str, kind: str = "-") -> str:
     return f"user=root group=root mode={kind}rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"
 
 
-def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gpu_answer=AMPERE) -> tuple[dict, dict]:
+def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gpu_answer=AMPERE,
+                 running_image=IMAGE_ID) -> tuple[dict, dict]:
     """Host data whose fake facts describe a box serving what the settings declare, with changes.
 
-    The box serves in the dtype preflight resolves from `gpu_answer` (nvidia-smi's, recorded).
+    The box serves in the dtype preflight resolves from `gpu_answer` (nvidia-smi's, recorded), in a container
+    of `running_image` (an image id; the settings' image is IMAGE_ID on the box).
     """
     data = {**group_data("gpu"), "adapters": ADAPTERS, "endpoint_host": "function-gemma-server"}
     s = build_settings(data, Secrets(hf_token=HF_TOKEN, api_key=API_KEY))
@@ -53,10 +56,10 @@ def deployed_box(served=None, server_hash=None, env_applied=None, managed=(), gp
     served = {n: versions[n] for n in versions} if served is None else served
     responses = {
         **FIRST_TIME_BOX,
-        f"docker image inspect --format '{{{{.Id}}}}' {stack.serving_image(s)}": ["sha256:abc"],
+        f"docker image inspect --format '{{{{.Id}}}}' {stack.serving_image(s)}": [IMAGE_ID],
         "nvidia-smi": [gpu_answer, "gpu=ok"],
         "docker inspect --format '{{.State.Status}}": [
-            f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{server_hash or serving_plan.server_hash(s)}",
+            f"state=running|healthy|2026-11-27T00:00:00.0Z|container:gw|{server_hash or serving_plan.server_hash(s)}|{running_image}",
             "gateway=gw|2026-11-26T00:00:00.0Z",
             "served=" + json.dumps({"served": sorted(served), "applied": served}),
         ],
@@ -105,6 +108,8 @@ def deploy(tmp_path, data: dict, *args: str, ok: bool = True, **run) -> tuple[di
 
 
 START = "bash /opt/lorafleet/bin/start.sh"
+CHECK = "docker run --rm --network none --gpus all"  # the image check (check_image.py) in a throwaway container
+CHECK_OP = "Check that vllm/vllm-openai:v0.32.0 imports the plugins and renders the chat template"
 SYNC = "docker exec lorafleet-vllm python3 /lorafleet/sync_adapters.py"
 
 
@@ -118,6 +123,7 @@ def test_nothing_changed_changes_nothing_that_serves(tmp_path):
     ran, output = deploy(tmp_path, deployed_box()[0])
     assert not any(ran.get(op) for op in SERVING_OPS), {op: ran.get(op) for op in SERVING_OPS}
     assert not executed(output, START) and not executed(output, SYNC)
+    assert CHECK_OP not in ran and not executed(output, CHECK), "no cost when nothing changes"
 
 
 def test_the_deploy_lock_is_taken_and_released_without_counting_as_a_change(tmp_path):
@@ -152,6 +158,60 @@ def test_stale_server_starts_vllm_without_forcing(tmp_path):
     ran, output = deploy(tmp_path, deployed_box(server_hash="an-older-server")[0])
     [start] = executed(output, START)
     assert "--force-recreate" not in start
+    assert not executed(output, CHECK), "the same image: nothing to check"
+
+
+def test_a_new_image_is_checked_before_anything_of_the_server_changes(tmp_path):
+    # The settings name another image than the one the container runs (its server hash changed with it).
+    ran, output = deploy(tmp_path, deployed_box(server_hash="an-older-server", running_image="sha256:old")[0])
+    [check] = executed(output, CHECK)
+    assert "--entrypoint python3 vllm/vllm-openai:v0.32.0 /lorafleet/check_image.py --image vllm/vllm-openai:v0.32.0" in check
+    assert "-v /opt/lorafleet/serve:/lorafleet:ro" in check
+    commands = [line.split(">>> ", 1)[1] for line in output.splitlines() if ">>> " in line]
+    [start] = executed(output, START)
+    assert commands.index(check) < commands.index(start)
+    names = list(ran)
+    assert names.index(CHECK_OP) < names.index("Write the adapter manifest") < names.index(
+        "Render the serving compose project") < names.index(SERVING_OPS[0])
+    assert "vLLM will run an image it does not run now" in output
+
+
+def test_a_failed_image_check_stops_the_deploy_before_start_sh_naming_plugin_error_and_image(tmp_path):
+    data, _ = deployed_box(server_hash="an-older-server", running_image="sha256:old")
+    refusal = ["lorafleet: FAILED in vllm/vllm-openai:v0.32.0: tool parser plugin /lorafleet/functiongemma_tool_parser.py: "
+               "does not import: ModuleNotFoundError: No module named 'vllm.tool_parsers'",
+               "lorafleet: the image vllm/vllm-openai:v0.32.0 cannot serve what this deploy ships"]
+    data["fake_responses"] = {"/lorafleet/check_image.py --image": {"success": False, "stdout": refusal},
+                              **data["fake_responses"]}
+    result = run_deploy(tmp_path, data)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert refusal[0] in output and refusal[1] in output
+    commands = [line.split(">>> ", 1)[1] for line in output.splitlines() if ">>> " in line]
+    assert commands[-1].startswith(CHECK), "nothing ran after the check"
+    assert not executed(output, START) and not executed(output, SYNC)
+
+
+def test_a_start_on_the_same_image_after_a_refused_one_checks_nothing_and_a_rollback_checks_again(tmp_path):
+    # A refused check or a rolled-back start left the old image running: the next deploy checks the new one again.
+    ran, output = deploy(tmp_path, deployed_box(server_hash="server-last-good", running_image="sha256:old")[0])
+    assert len(executed(output, CHECK)) == 1 and executed(output, START)
+    # The container already runs the settings' image (its start failed for another reason): no check.
+    ran, output = deploy(tmp_path, deployed_box(server_hash="server-last-good")[0])
+    assert not executed(output, CHECK) and executed(output, START)
+
+
+def test_cpu_image_is_pulled_never_built_and_checked_before_the_first_start(tmp_path):
+    data = {**group_data("local"), "cpu_image": "lorafleet/vllm-cpu:0.33.0-mine", "fake_delay": 0, "fake_delay_jitter": 0,
+            "fake_responses": FIRST_TIME_BOX}
+    ran, output = deploy(tmp_path, data)
+    names = list(ran)
+    assert "Pull the serving image lorafleet/vllm-cpu:0.33.0-mine" in names
+    assert not [name for name in names if name.startswith(("Build the serving image", "Upload the CPU image"))]
+    check = "Check that lorafleet/vllm-cpu:0.33.0-mine imports the plugins and renders the chat template"
+    assert names.index(check) < names.index(SERVING_OPS[0])
+    [command] = [c for c in executed(output, "docker run --rm --network none") if "check_image.py" in c]
+    assert "--gpus" not in command and "lorafleet/vllm-cpu:0.33.0-mine /lorafleet/check_image.py" in command
 
 
 def test_rotated_key_recreates_vllm(tmp_path):

@@ -1,4 +1,4 @@
-"""The serving step's decision, case by case: start, recreate, sync, or nothing."""
+"""The serving step's decision, case by case: check a new image, start, recreate, sync, or nothing."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from lorafleet.deploy.decide import ServingFacts, decide
 
 SERVER = "server-now"
 ENV = "env-now"
+IMAGE = "sha256:image-now"
 VERSIONS = {"sql": "v2", "email": "v1"}
 HEALTHY = ServingFacts(
     exists=True, running=True, healthy=True, server_hash=SERVER, served=("email", "sql"),
-    applied={"sql": "v2", "email": "v1"}, env_applied=ENV,
+    applied={"sql": "v2", "email": "v1"}, env_applied=ENV, image_id=IMAGE,
 )
 
 
 def run(facts: ServingFacts, **kw):
-    return decide(facts, server_hash=kw.get("server_hash", SERVER), env_hash=kw.get("env", ENV), versions=kw.get("versions", VERSIONS))
+    return decide(facts, server_hash=kw.get("server_hash", SERVER), env_hash=kw.get("env", ENV),
+                  versions=kw.get("versions", VERSIONS), image_id=kw.get("image_id", IMAGE))
 
 
 def replace(**changes) -> ServingFacts:
@@ -28,10 +30,10 @@ def test_nothing_changed_does_nothing():
     assert (d.start, d.recreate, d.sync, d.reasons) == (False, False, False, ())
 
 
-def test_first_deploy_starts():
+def test_first_deploy_checks_the_image_then_starts():
     d = run(ServingFacts())
-    assert d.start and not d.recreate and not d.sync
-    assert d.reasons == ("vLLM is not deployed yet",)
+    assert d.start and not d.recreate and not d.sync and d.check_image
+    assert d.reasons[0] == "vLLM is not deployed yet" and "checked in it first" in d.reasons[1]
 
 
 @pytest.mark.parametrize("changes, reason", [
@@ -91,16 +93,16 @@ def test_served_unknown_does_not_sync():
 
 def test_from_fact_reads_the_fact_shape():
     fact = {"exists": True, "running": True, "healthy": True, "server_hash": SERVER, "network_stale": False,
-            "served": ["sql", "email"], "applied": {"sql": "v2", "email": "v1"}}
+            "served": ["sql", "email"], "applied": {"sql": "v2", "email": "v1"}, "image_id": IMAGE}
     assert run(ServingFacts.from_fact(fact, env_applied=ENV)) == run(HEALTHY)
 
 
 def test_from_fact_keeps_every_field():
     fact = {"exists": True, "running": True, "healthy": False, "server_hash": "e1", "network_stale": True,
-            "served": ["sql"], "applied": {"sql": "v2"}}
+            "served": ["sql"], "applied": {"sql": "v2"}, "image_id": "sha256:i1"}
     assert ServingFacts.from_fact(fact, env_applied="h") == ServingFacts(
         exists=True, running=True, healthy=False, server_hash="e1", network_stale=True, served=("sql",),
-        applied={"sql": "v2"}, env_applied="h")
+        applied={"sql": "v2"}, env_applied="h", image_id="sha256:i1")
     assert ServingFacts.from_fact({"exists": False}, env_applied="") == ServingFacts()
 
 
@@ -114,3 +116,42 @@ def test_from_fact_keeps_every_field():
 ])
 def test_each_case_says_why(facts, reasons):
     assert run(facts).reasons == reasons
+
+
+# -- the image check: before a start that brings another image, never otherwise ---------------------
+
+NEW_IMAGE = "sha256:image-new"
+
+
+@pytest.mark.parametrize("facts, kw", [
+    (replace(server_hash="server-before"), {"image_id": NEW_IMAGE}),  # a new image (the server hash has it)
+    (replace(server_hash="server-before"), {"image_id": None}),  # one the host does not have yet: pulled or built first
+    (replace(server_hash="server-before", image_id=""), {}),  # a container whose image could not be read
+    (ServingFacts(), {}),  # the first deploy: vLLM runs no image yet
+    (replace(), {"env": "env-rotated", "image_id": NEW_IMAGE}),  # a recreate for the key that also brings an image
+])
+def test_a_start_that_brings_another_image_checks_it_first(facts, kw):
+    d = run(facts, **kw)
+    assert d.start and d.check_image
+    assert d.reasons[-1] == "vLLM will run an image it does not run now: its plugins and chat template are checked in it first"
+
+
+@pytest.mark.parametrize("facts, kw", [
+    (HEALTHY, {}),  # nothing changes
+    (HEALTHY, {"image_id": NEW_IMAGE}),  # the tag moved to another image, but nothing starts: no cost, no check
+    (replace(server_hash="flags-before"), {}),  # a flag changed, the image did not
+    (replace(healthy=False), {}),  # a restart on the same image
+    (replace(), {"env": "env-rotated"}),  # a recreate on the same image
+    (replace(served=("sql",)), {"image_id": NEW_IMAGE}),  # an adapter sync never touches the image
+])
+def test_no_check_when_the_image_stays_or_nothing_starts(facts, kw):
+    d = run(facts, **kw)
+    assert not d.check_image
+    assert not any("checked" in r for r in d.reasons)
+
+
+def test_a_refused_or_rolled_back_image_is_checked_again_next_time():
+    # Nothing remembers a check: the container still runs the old image, so the next deploy checks the new one again.
+    rolled_back = replace(server_hash="server-last-good")
+    assert run(rolled_back, image_id=NEW_IMAGE).check_image
+    assert run(rolled_back, image_id=NEW_IMAGE).check_image

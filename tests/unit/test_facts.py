@@ -24,6 +24,14 @@ def test_a_restarted_gateway_makes_vllm_stale():
     assert state("g1|2026-11-26T21:05:00.1Z")["network_stale"]
 
 
+def test_the_image_the_container_runs_is_read_by_id():
+    assert "|{{.Image}}" in ServingState().command("lorafleet-vllm")
+    line = RUNNING.format(gid="g1") + "|sha256:0123abcd"
+    assert ServingState().process([f"state={line}", "gateway=g1|2026-11-26T20:59:00Z"])["image_id"] == "sha256:0123abcd"
+    # A container seen by an older command: unknown, so any image a start brings is checked.
+    assert state("g1|2026-11-26T20:59:00Z")["image_id"] == ""
+
+
 def test_a_missing_container_is_absent():
     assert ServingState().process(["state=", "gateway="]) == ServingState.default()
 

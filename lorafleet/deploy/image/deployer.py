@@ -1,4 +1,4 @@
-"""The serving image: pull the pinned CUDA image, or build the CPU image from files/image (its base resolved first)."""
+"""The serving image: pull the pinned CUDA image (or cpu_image), or build the CPU image from files/image (its base resolved first)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,17 @@ def resolve_base(s: Settings) -> Settings:
 def ensure(s: Settings) -> None:
     image = stack.serving_image(s)
     present = bool(host.get_fact(ImageId, image=image))
-    if s.profile == "cpu":
+    if s.profile == "cpu" and not s.cpu_image:
         for name, source in sorted(layout.CPU_BUILD_FILES.items()):
             files.put(name=f"Upload the CPU image's {name}", src=shipped(source),
                       dest=f"{stack.paths(s).cpu_build_dir}/{name}")
         if not present:
             server.shell(name=f"Build the serving image {image}", commands=[live(image_plan.cpu_build_command(s))])
         return
-    if not present:
-        pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])
+    if present:
+        return
+    pulled = server.shell(name=f"Pull the serving image {image}", commands=[f"docker pull {image}"])
+    if s.profile == "cuda":
         # Preflight could not read the GPU before the image existed: the same query here, before any model download,
         # stops where preflight would have (a card without bf16 for a provisional bfloat16, too little memory).
         choice = gpu.choose_dtype(s.dtype, s.profile, None)

@@ -1,4 +1,4 @@
-"""The serving stack: manifest, compose project, start with rollback, adapter sync, verify; and its removal."""
+"""The serving stack: a new image checked, manifest, compose project, start with rollback, adapter sync, verify; and its removal."""
 
 from __future__ import annotations
 
@@ -26,21 +26,26 @@ def apply(s: Settings, versions: dict[str, str], engine: EngineView = SAME_PATHS
     p = stack.paths(s)
     container = stack.container_name(s)
     state = host.get_fact(ServingState, container=container, gateway=s.gateway_container if s.network_mode == "gateway" else "")
-
-    manifest = files.put(
-        name="Write the adapter manifest", src=StringIO(serving_plan.render_manifest(s, versions)), dest=p.manifest
-    )
-    compose = files.put(name="Render the serving compose project", src=StringIO(serving_plan.render_compose(s, engine)), dest=p.compose_file)
-
     applied = host.get_fact(FileContents, path=p.env_applied) or [""]
+    image = stack.serving_image(s)
     decision = decide(
         ServingFacts.from_fact(state, env_applied=applied[0].strip()),
         server_hash=serving_plan.server_hash(s),
         env_hash=hashing.sha1_hex(stack.render_env_file(s)),
         versions=versions,
+        image_id=host.get_fact(ImageId, image=image),
     )
     for reason in decision.reasons:
         logger.info(f"{host.name}: {reason}")
+    if decision.check_image:
+        # Before the manifest, the compose file or the container change: a failure stops the deploy here.
+        server.shell(name=f"Check that {image} imports the plugins and renders the chat template",
+                     commands=[serving_plan.image_check_command(s, engine)])
+
+    manifest = files.put(
+        name="Write the adapter manifest", src=StringIO(serving_plan.render_manifest(s, versions)), dest=p.manifest
+    )
+    compose = files.put(name="Render the serving compose project", src=StringIO(serving_plan.render_compose(s, engine)), dest=p.compose_file)
     start = serving_plan.start_with_rollback_command(s, force_recreate=decision.recreate)
     if fleet and state["running"]:
         # A box that serves now restarts only out of the router's rotation, one box at a time.

@@ -16,7 +16,7 @@ import yaml
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.hashing import sha256_hex, shipped_bytes
-from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.settings import Settings, vllm_flag
 from lorafleet.deploy.stack import base_model_identity, container_name, host_script, paths, serving_image, version_link
 
 
@@ -76,18 +76,23 @@ def vllm_environment(s: Settings) -> dict[str, str]:
     return env
 
 
-def volumes(s: Settings, engine: EngineView = SAME_PATHS) -> list[str]:
-    """Storage roots inside vLLM at the paths the deploy writes them, bound from the engine's view; serve files read-only."""
+def volumes(s: Settings, engine: EngineView = SAME_PATHS, read_only: bool = False) -> list[str]:
+    """Storage roots inside vLLM at the paths the deploy writes them, bound from the engine's view; serve files read-only.
+
+    `read_only`: the cache too, for a container that must change nothing (the image check).
+    """
     return [
         engine.bind(s.models_root, mode="ro"),
         engine.bind(s.adapters_root, mode="ro"),
-        engine.bind(s.cache_root),
+        engine.bind(s.cache_root, mode="ro" if read_only else ""),
         engine.bind(paths(s).serve_dir, layout.CONTAINER_SERVE_DIR, "ro"),
     ]
 
 
 def serve_files_hash() -> str:
-    return sha256_hex(*(shipped_bytes(p) for _, p in sorted(layout.SERVE_FILES.items())))
+    """The serve files vLLM's container runs, by content."""
+    return sha256_hex(*(shipped_bytes(p) for name, p in sorted(layout.SERVE_FILES.items())
+                        if name not in layout.NOT_RUN_BY_VLLM))
 
 
 def server_hash(s: Settings) -> str:
@@ -156,6 +161,40 @@ def manifest(s: Settings, versions: dict[str, str]) -> dict:
 
 def render_manifest(s: Settings, versions: dict[str, str]) -> str:
     return json.dumps(manifest(s, versions), indent=2, sort_keys=True) + "\n"
+
+
+# The flags of `vllm serve` that name what vLLM loads beyond its own code; check_image.py takes them by the same names.
+PLUGIN_FLAGS = ("tool-parser-plugin", "tool-call-parser", "middleware", "chat-template")
+
+
+def plugin_args(s: Settings) -> list[str]:
+    """What vLLM will load beyond its own code, as check_image.py's arguments: the tool parser plugin and the parser
+    it names, every --middleware (the deploy's and any in extra_vllm_args), a --chat-template of the user's."""
+    args, found = vllm_args(s), []
+    for i, arg in enumerate(args):
+        flag = vllm_flag(arg)
+        if flag in PLUGIN_FLAGS:
+            _, eq, value = arg.partition("=")
+            found += [f"--{flag}", value if eq else (args[i + 1] if i + 1 < len(args) else "")]
+    return found
+
+
+def image_check_command(s: Settings, engine: EngineView = SAME_PATHS) -> str:
+    """Prove the image vLLM is about to run imports every plugin and renders the chat template (check_image.py).
+
+    A throwaway container of the image, as vLLM's would be but changing nothing: no network, every bind
+    read-only (the serve files where vLLM's container has them), the same environment, the GPU on the cuda
+    profile; python3 as its entrypoint. It exits 1 naming the plugin, the error and the image.
+    """
+    image = serving_image(s)
+    command = ["docker", "run", "--rm", "--network", "none", *(["--gpus", "all"] if s.profile == "cuda" else [])]
+    for volume in volumes(s, engine, read_only=True):
+        command += ["-v", volume]
+    for name, value in sorted(vllm_environment(s).items()):
+        command += ["-e", f"{name}={value}"]
+    command += ["--entrypoint", "python3", image, layout.container_script("check_image.py"),
+                "--image", image, "--model", s.base_model_dir, *plugin_args(s)]
+    return shlex.join(command)
 
 
 def start_with_rollback_command(s: Settings, force_recreate: bool = False) -> str:
