@@ -50,6 +50,7 @@ from lorafleet.tools.bench.run import run_bench
 from lorafleet.tools.endpoint import Endpoint
 from lorafleet.train import sample
 from tests.support.scenario import API_KEY, Scenario, docker_engine_problem, sh
+from tests.support.streams import join_stream
 
 PROJECT = "lorafleet-real"
 ADAPTER = "set-timer"
@@ -220,23 +221,12 @@ def streamed_call(base_url: str, model: str, max_tokens: int) -> dict:
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=API_KEY, timeout=300, max_retries=0)
-    content, calls = "", {}
     stream = client.chat.completions.create(
         model=model, max_tokens=max_tokens, temperature=0, tools=[sample.TOOL], stream=True,
         messages=[{"role": "developer", "content": sample.DEVELOPER}, {"role": "user", "content": CALLS[0][0]}])
-    for chunk in stream:
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        content += delta.content or ""
-        for d in delta.tool_calls or []:
-            call = calls.setdefault(d.index, {"name": "", "arguments": ""})
-            if d.function and d.function.name:
-                call["name"] += d.function.name
-            if d.function and d.function.arguments:
-                call["arguments"] += d.function.arguments
+    content, calls = join_stream(stream)
     return {"model": model, "prompt": CALLS[0][0], "content": content or None,
-            "tool_calls": [calls[i] for i in sorted(calls)]}
+            "tool_calls": [{"name": c["name"], "arguments": c["arguments"]} for c in calls]}
 
 
 def bench(server_url: str, model: str, concurrency: int, count: int, container: str) -> dict:

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.support.scenario import API_KEY
+from tests.support.streams import join_stream
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +44,9 @@ def test_non_streaming_call_has_every_value_with_its_type(ssh_stack, client, ala
 
 
 def test_streaming_gives_the_same_call_once_the_deltas_are_joined(client, alarm):
-    calls: dict[int, dict] = {}
-    content = ""
-    for chunk in ask(client, alarm, stream=True):
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        content += delta.content or ""
-        for tc in delta.tool_calls or []:
-            entry = calls.setdefault(tc.index, {"name": "", "arguments": ""})
-            entry["name"] += (tc.function and tc.function.name) or ""
-            entry["arguments"] += (tc.function and tc.function.arguments) or ""
+    content, calls = join_stream(ask(client, alarm, stream=True))
     assert not content.strip()
-    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [("set_alarm", alarm["arguments"])]
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("set_alarm", alarm["arguments"])]
 
 
 # --- an ordinary OpenAI agent loop: call, tool result (tool_call_id only), the model's next turn ------------------
@@ -66,20 +57,11 @@ def turn(client, alarm, messages, stream: bool) -> tuple[str, list[dict]]:
     """The model's turn as content and calls ({id, name, arguments}), joined from the deltas when streamed."""
     answer = client.chat.completions.create(model="alarm", messages=messages, tools=[alarm["tool"]], max_tokens=160,
                                             temperature=0, stream=stream)
-    if not stream:
-        message = answer.choices[0].message
-        return message.content or "", [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
-                                       for c in message.tool_calls or []]
-    content, calls = "", {}
-    for chunk in answer:
-        if chunk.choices:
-            content += chunk.choices[0].delta.content or ""
-            for tc in chunk.choices[0].delta.tool_calls or []:
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += (tc.function and tc.function.name) or ""
-                entry["arguments"] += (tc.function and tc.function.arguments) or ""
-    return content, list(calls.values())
+    if stream:
+        return join_stream(answer)
+    message = answer.choices[0].message
+    return message.content or "", [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                                   for c in message.tool_calls or []]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

@@ -32,7 +32,7 @@ def test_the_deploy_binds_what_the_engine_sees_and_serves(desktop):
     with desktop.phase("verify"):
         result = desktop.verify()
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    desktop.report(f"[e2e desktop] verify: {[l for l in result.stdout.splitlines() if ' passed' in l][-1:]}")
+    desktop.report(f"[e2e desktop] verify: {[line for line in result.stdout.splitlines() if ' passed' in line][-1:]}")
 
 
 def test_a_second_converge_changes_nothing(desktop):
