@@ -93,7 +93,7 @@ class RecordingApp:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-def run(module, body: bytes, path="/v1/chat/completions", chunk=None, headers=(), monkeypatch=None):
+def run(module, body: bytes, path="/v1/chat/completions", chunk=None, headers=()):
     inner = RecordingApp()
     app = module.ToolResultNames(inner)
     pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
@@ -112,7 +112,8 @@ def run(module, body: bytes, path="/v1/chat/completions", chunk=None, headers=()
     return inner, sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
-def test_the_middleware_names_results_before_vllm_sees_the_request(middleware_module):
+def test_the_middleware_names_results_before_vllm_sees_the_request(middleware_module, monkeypatch):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
     body = json.dumps({"model": "weather", "messages": LOOP, "stream": True}).encode()
     inner, status, _ = run(middleware_module, body, chunk=50)  # a body in several ASGI messages
     sent = json.loads(inner.body)
@@ -131,6 +132,7 @@ def test_requests_without_tool_results_and_other_paths_pass_as_they_came(middlew
 
 
 def test_a_result_that_answers_no_call_gets_a_400_naming_it(middleware_module, monkeypatch):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)  # a server without a key: no 401 to leave the request to
     body = json.dumps({"messages": LOOP[:2] + [{"role": "tool", "tool_call_id": "c9", "content": "x"}]}).encode()
     inner, status, answer = run(middleware_module, body)
     error = json.loads(answer)["error"]
