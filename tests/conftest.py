@@ -45,3 +45,26 @@ def pytest_ignore_collect(collection_path, config):
         asked = any(str(collection_path) in str(Path(arg.split("::")[0]).resolve()) for arg in config.args)
         return None if asked else True
     return None
+
+
+# Where the time goes, printed at the end of every run (CI's log included): each module's time with its
+# fixtures (a module-scoped stack's start is in its first test's setup), and the five slowest tests.
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _SECONDS[report.nodeid] = _SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _SECONDS:
+        return
+    modules: dict[str, list[float]] = {}
+    for nodeid, seconds in _SECONDS.items():
+        modules.setdefault(nodeid.split("::")[0], []).append(seconds)
+    terminalreporter.section("time per module (setup, tests and teardown)")
+    for module, times in sorted(modules.items(), key=lambda kv: -sum(kv[1])):
+        terminalreporter.write_line(f"{sum(times):8.1f} s  {len(times):4d} tests  {module}")
+    terminalreporter.section("the five slowest tests (setup, call and teardown together)")
+    for nodeid, seconds in sorted(_SECONDS.items(), key=lambda kv: -kv[1])[:5]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")

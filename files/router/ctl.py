@@ -2,6 +2,7 @@
 
     python3 ctl.py wait ID [ID ...]   until /model/info lists exactly these deployment ids (a reload took)
     python3 ctl.py models             the model names /v1/models lists, one per line
+    python3 ctl.py stacks             every worker prints its Python stack to the logs and ends
 
 Standard library and pyyaml (which LiteLLM brings) only. The master key is read from
 the mounted config, so it never appears in a command line.
@@ -10,6 +11,8 @@ the mounted config, so it never appears in a command line.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 import urllib.request
@@ -54,9 +57,32 @@ def wait(expected: set[str]) -> int:
     return 1
 
 
+def stacks() -> int:
+    """SIGSEGV gunicorn's workers (the children of PID 1, its master), which then start again.
+
+    The image sets PYTHONFAULTHANDLER, so a worker prints every thread's stack to the logs before
+    it ends: what a worker that never finished starting was waiting on. Not SIGABRT: gunicorn's
+    workers catch that one and exit without a word.
+    """
+    ended = 0
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                parent = int(f.read().rpartition(")")[2].split()[1])
+            if parent == 1:
+                os.kill(pid, signal.SIGSEGV)
+                ended += 1
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # it ended meanwhile
+    print(f"asked {ended} router worker(s) for their stacks", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["wait"]:
         return wait(set(argv[1:]))
+    if argv[:1] == ["stacks"]:
+        return stacks()
     if argv[:1] == ["models"]:
         print("\n".join(m["id"] for m in _get("/v1/models")["data"]))
         return 0

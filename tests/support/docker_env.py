@@ -54,3 +54,28 @@ def ensure_serving_image(image: str) -> str:
             shutil.copy(source, Path(context) / name)
         sh("bash", str(layout.HOST_SCRIPTS["build.sh"]), image, context, f"BASE_IMAGE={base}", timeout=1800)
     return image
+
+
+def vllm_start(container: str) -> tuple[str, float] | None:
+    """(StartedAt, seconds from the container's start to vLLM's "Application startup complete"), or None.
+
+    What one vLLM start costs, as CI reports it after each deploy that (re)started one.
+    """
+    started = sh("docker", "inspect", "--format", "{{.State.StartedAt}}", container, check=False).stdout.strip()
+    if not started:
+        return None
+    logs = sh("docker", "logs", "--timestamps", "--since", started, container, check=False)
+    for line in (logs.stdout + logs.stderr).splitlines():
+        if "Application startup complete" in line:
+            return started, (_instant(line.split()[0]) - _instant(started))
+    return None
+
+
+def _instant(stamp: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds, as seconds since the epoch."""
+    from datetime import datetime
+
+    day, _, rest = stamp.rstrip("Z").partition("T")
+    clock, _, fraction = rest.partition(".")
+    whole = datetime.fromisoformat(f"{day}T{clock}+00:00").timestamp()
+    return whole + float(f"0.{fraction or 0}")

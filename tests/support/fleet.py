@@ -104,6 +104,8 @@ class FleetScenario:
         log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
         if result.returncode != 0:
             raise AssertionError(f"fleet deploy failed ({result.returncode}), log in {log}:\n{result.stderr[-6000:]}")
+        for box in self.boxes.values():
+            box.report_vllm_start()
         return json.loads(result.stdout)
 
     def box_key(self, name: str) -> str:

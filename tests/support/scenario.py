@@ -21,7 +21,7 @@ from typing import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh  # noqa: F401 (re-exported)
+from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, local_base_image, sh, vllm_start  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
@@ -88,6 +88,7 @@ class Scenario:
         self.models_root = Path(local_group_data()["models_root"])
         self.cache_root = self.dir / "cache" if self.own_cache else Path(local_group_data()["cache_root"])
         self.timings: dict[str, float] = {}
+        self.vllm_started: str | None = None
 
     # -- phases ---------------------------------------------------------------
 
@@ -151,7 +152,15 @@ class Scenario:
             payload = {}
         payload["returncode"] = result.returncode
         payload["output"] = result.stdout + result.stderr
+        self.report_vllm_start()
         return payload
+
+    def report_vllm_start(self) -> None:
+        """After a deploy: how long vLLM took to start, if the deploy (re)started it."""
+        start = vllm_start(self.vllm_container())
+        if start and start[0] != self.vllm_started:
+            self.vllm_started = start[0]
+            self.report(f"[e2e {self.kind}] vLLM start of {self.vllm_container()}: {start[1]:.0f} s (container start to startup complete)")
 
     def remove(self, *extra: str, check: bool = True) -> dict:
         """Run the real remove.py (README, "The two commands"); pyinfra's JSON results, as `deploy`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import subprocess
 
 import pytest
 import yaml
@@ -155,3 +156,40 @@ def test_router_image_tag_follows_its_inputs(local_data):
     s = make(local_data).router_settings
     other = build_settings({**local_data, "cpu_base_image": "python:3.11-bookworm"}, Secrets(api_key="k"), check_sources=False)
     assert plan.image(s).startswith("lorafleet/router:") and plan.image(s) != plan.image(other)
+
+
+# A stand-in for the docker CLI (a hung LiteLLM startup cannot be had on demand): it records each
+# call and fails `compose up` as many times as asked. The command under test is the real one, in bash.
+FAKE_DOCKER = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+case "$*" in
+  *" up "*) n=$(grep -c ' up ' "$CALLS"); [ "$n" -gt "$FAIL_UPS" ] || { echo 'container router is unhealthy' >&2; exit 1; } ;;
+  logs*) echo "log line of the router" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(("fail_ups", "status", "ups"), [(0, 0, 1), (1, 0, 2), (2, 1, 2)])
+def test_fake_docker_a_router_that_does_not_start_shows_its_stacks_and_is_recreated_once(
+        local_data, tmp_path, fail_ups, status, ups):
+    fleet = make(local_data)
+    docker = tmp_path / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.touch()
+    env = {"PATH": f"{docker.parent}:/usr/bin:/bin", "CALLS": str(calls), "FAIL_UPS": str(fail_ups)}
+    result = subprocess.run(["bash", "-c", plan.start_command(fleet.router_settings, fleet)],
+                            env=env, capture_output=True, text=True, timeout=30)
+    lines = calls.read_text().splitlines()
+    assert result.returncode == status, result.stderr
+    assert sum(" up " in line for line in lines) == ups
+    if fail_ups:
+        assert any(line.endswith("ctl.py stacks") for line in lines)
+        assert any(line.startswith("logs --since 20") for line in lines)  # only what followed the signal
+        assert "recreating it once" in result.stderr
+        assert "--force-recreate" in [line for line in lines if " up " in line][-1]
+        assert sum("ctl.py wait" in line for line in lines) == ups - fail_ups
+    else:
+        assert not any("stacks" in line or line.startswith("logs") for line in lines)

@@ -67,10 +67,23 @@ def compose_command(s: Settings, *args: str) -> str:
 
 
 def start_command(s: Settings, fleet: Fleet) -> str:
-    """Start the router, wait for its health and for it to list the whole fleet; its last log lines if not."""
+    """Start the router and wait for its health and for it to list the whole fleet.
+
+    A router that does not come up gets its last log lines and its workers' stacks printed, then is
+    recreated once: LiteLLM's startup once never finished on a CI machine (the worker printed the
+    fleet's models and then nothing), and a deploy must not leave a fleet without its door for that.
+    """
     logs = shlex.join(["docker", "logs", "--tail", "60", container(s)])
-    return (f"{{ {compose_command(s, 'up', '-d', '--wait', '--wait-timeout', '300')} && "
-            f"{ctl_command(s, 'wait', *expected(fleet))}; }} || {{ {logs} >&2; exit 1; }}")
+    wait = ctl_command(s, "wait", *expected(fleet))
+
+    def up(*force: str) -> str:
+        return f"{compose_command(s, 'up', '-d', *force, '--wait', '--wait-timeout', '300')} && {wait}"
+
+    stacks = (f'since=$(date -u +%Y-%m-%dT%H:%M:%SZ); {ctl_command(s, "stacks")} && sleep 2 && '
+              f'docker logs --since "$since" {shlex.quote(container(s))} >&2')
+    retry = "echo 'lorafleet: the router did not come up; its stacks are above; recreating it once' >&2"
+    return (f"{{ {up()}; }} || {{ {logs} >&2; {stacks}; {retry}; {up('--force-recreate')}; }} "
+            f"|| {{ {logs} >&2; exit 1; }}")
 
 
 def ctl_command(s: Settings, *args: str) -> str:
