@@ -9,12 +9,16 @@ both parsers on each inside one throwaway container of the serving image, throug
 `vllm serve` uses (ParserManager, the request's adjust_request, parse and parse_delta).  Prints
 the share of calls each parser returns exactly (name and arguments equal, types included), per
 kind, non-streaming and streaming (chunks cut as a tokenizer would: control tokens whole).
+Then what each parser costs in vLLM's API server process: microseconds per non-streamed response
+and per streamed chunk (the parsers run one after the other on each case, in the same process, so
+a busy machine slows both alike), over all cases and for the longest fifth of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from typing import Any
 
 from tests.support.parser_cases import BUILTIN, KINDS, OURS, corpus, newest_serving_image, run_in_serving_image
@@ -64,6 +68,28 @@ def main() -> None:
     calls = sum(len(c["calls"]) for c in cases)
     print(f"{'all':28} {calls:5}  " + " ".join(f"{100 * totals[col] / calls:8.1f}%" for col in columns[:2])
           + "  " + " ".join(f"{100 * totals[col] / calls:8.1f}%" for col in columns[2:]))
+    print()
+    print_costs(cases, results)
+
+
+def costs(cases: list[dict], results: list[dict], name: str) -> dict[str, float]:
+    """Microseconds: median per non-streamed response, and per streamed chunk (all cases; the longest fifth)."""
+    rows = [(c, r[name]) for c, r in zip(cases, results) if all("parse_ns" in r[n] for n in (BUILTIN, OURS))]
+    longest = sorted(rows, key=lambda row: -len(row[0]["text"]))[:max(1, len(rows) // 5)]
+
+    def per_chunk(chosen):
+        return sum(r["stream"]["ns"] for _, r in chosen) / max(1, sum(r["stream"]["chunks"] for _, r in chosen)) / 1000
+
+    return {"response": statistics.median(r["parse_ns"] for _, r in rows) / 1000,
+            "response, longest": statistics.median(r["parse_ns"] for _, r in longest) / 1000,
+            "chunk": per_chunk(rows), "chunk, longest": per_chunk(longest)}
+
+
+def print_costs(cases: list[dict], results: list[dict]) -> None:
+    builtin, ours = costs(cases, results, BUILTIN), costs(cases, results, OURS)
+    print(f"{'cost in the API server (us)':28} {'built-in':>9} {'lorafleet':>9} {'ratio':>7}")
+    for key in builtin:
+        print(f"{'per ' + key:28} {builtin[key]:9.1f} {ours[key]:9.1f} {ours[key] / builtin[key]:6.2f}x")
 
 
 if __name__ == "__main__":

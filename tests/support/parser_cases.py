@@ -26,7 +26,7 @@ BUILTIN, OURS = "functiongemma", "lorafleet_functiongemma"
 
 # Runs inside the serving image; /lorafleet holds the two plugin files as in the deployed container.
 CONTAINER_SCRIPT = r'''
-import json, os, sys
+import json, os, sys, time
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.parser.parser_manager import ParserManager
 from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
@@ -58,16 +58,21 @@ def run(parser_name, case, number):
         tool_choice=case.get("tool_choice", "auto"), request_id=f"check-{number}")
     parser = parser_cls(tokenizer, request.tools)
     request = parser.adjust_request(request)
+    started = time.perf_counter_ns()
     _, content, calls = parser.parse(case["text"], request, enable_auto_tools=True)
+    parse_ns = time.perf_counter_ns() - started
     result = {
         "skip_special_tokens": request.skip_special_tokens, "content": content,
         "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls or []],
+        "parse_ns": parse_ns,
     }
     parser = parser_cls(tokenizer, request.tools)
     chunks = chunks_of(case)
-    content, streamed, ids = None, {}, []
+    content, streamed, ids, stream_ns = None, {}, [], 0
     for i, chunk in enumerate(chunks):
+        started = time.perf_counter_ns()
         delta = parser.parse_delta(chunk, [], request, prompt_token_ids=[2], finished=i == len(chunks) - 1)
+        stream_ns += time.perf_counter_ns() - started
         if delta is None:
             continue
         if delta.content:
@@ -82,7 +87,7 @@ def run(parser_name, case, number):
                 call["name"] = (call["name"] or "") + function["name"]
             call["arguments"] += function.get("arguments") or ""
     result["stream"] = {"content": content, "tool_calls": [streamed[k] for k in sorted(streamed)],
-                        "ids": ids, "chunks": len(chunks)}
+                        "ids": ids, "chunks": len(chunks), "ns": stream_ns}
     return result
 
 
