@@ -23,6 +23,8 @@ DEMO_BASE_NAME = "lorafleet/functiongemma-demo"
 FORBIDDEN_MODULES = ("lm_head", "embed_tokens")
 # The layers a LoRA of a Gemma 3 (or Llama-shaped) model may change: what vLLM's LoRA slots cover.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Model types whose modules are named as Gemma 3's are (model.layers.N.self_attn.q_proj, ...).
+LLAMA_NAMED = ("gemma", "gemma2", "gemma3", "gemma3_text", "llama", "mistral", "qwen2", "qwen3")
 SAFETENSORS, PICKLE = "adapter_model.safetensors", "adapter_model.bin"
 # What identifies a base model in its config.json: a local copy of it has the same values.
 IDENTITY = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
@@ -153,11 +155,12 @@ def _rank_problems(config: dict, max_lora_rank: int) -> list[str]:
 def module_names(base_config: dict) -> list[str]:
     """The module names peft sees in the base (Gemma3ForCausalLM's, as named_modules() lists them).
 
-    Without the base's layer count, only the two modules vLLM refuses, which every such model names alike.
+    For a base of another family, or without its layer count, only the two modules vLLM refuses, as
+    every model named in the Llama fashion names them.
     """
     names = ["lm_head", "model.embed_tokens"]
     layers = base_config.get("num_hidden_layers")
-    if not _whole(layers):
+    if base_config.get("model_type") not in LLAMA_NAMED or not _whole(layers):
         return names
     names += ["", "model", "model.layers", "model.norm", "model.rotary_emb", "model.rotary_emb_local"]
     for i in range(layers):
@@ -190,13 +193,14 @@ def _target_problems(config: dict, base_config: dict) -> list[str]:
         targeted, excluded = _matcher(targets, "target_modules"), _matcher(exclude or [], "exclude_modules")
     except (re.error, ValueError) as exc:
         return [f"target_modules={targets!r} / exclude_modules={exclude!r}: {exc}: re-save the adapter"]
-    names = [name for name in module_names(base_config) if targeted(name) and not excluded(name)]
+    known = module_names(base_config)
+    names = [name for name in known if targeted(name) and not excluded(name)]
     bad = [name for name in names if name.rsplit(".", 1)[-1] in FORBIDDEN_MODULES]
     if bad:
         return [f"target_modules={targets!r} reaches {', '.join(bad)}: vLLM cannot serve adapters that change lm_head or "
                 "embed_tokens; retrain with target_modules limited to the attention and MLP projections "
                 f"({', '.join(PROJECTIONS)})"]
-    if base_config.get("num_hidden_layers") and not any(name.rsplit(".", 1)[-1] in PROJECTIONS for name in names):
+    if len(known) > 2 and not any(name.rsplit(".", 1)[-1] in PROJECTIONS for name in names):
         return [f"target_modules={targets!r} matches no projection of the served base (whose are "
                 f"model.layers.N.self_attn.q_proj ... mlp.down_proj): it was trained for another model; retrain on the "
                 "served base"]

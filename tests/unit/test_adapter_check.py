@@ -150,6 +150,12 @@ def test_targets_limited_to_the_projections_pass(tmp_path, targets):
     assert problems_of(adapter(tmp_path, target_modules=targets)) == []
 
 
+def test_a_base_of_another_family_is_checked_only_for_lm_head_and_embed_tokens(tmp_path):
+    gpt2 = Base(names=("me/gpt2-upload",), config={"model_type": "gpt2", "num_hidden_layers": 12})
+    assert problems_of(adapter(tmp_path, target_modules=["c_attn"], base_model_name_or_path="me/gpt2-upload"), gpt2) == []
+    assert "reaches lm_head" in problems_of(adapter(tmp_path, "all", target_modules=".*"), gpt2)[0]
+
+
 def test_a_regex_is_matched_whole_as_peft_does(tmp_path):
     # lm_head sits at the top of Gemma3ForCausalLM: no dot before it, so this regex never reaches it.
     assert problems_of(adapter(tmp_path, target_modules=r".*\.(q_proj|lm_head)")) == []
