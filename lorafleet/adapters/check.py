@@ -53,6 +53,11 @@ class Base:
     def named(cls, name: str) -> "Base":
         return cls(names=(name,), config=dict(KNOWN_BASES.get(name.lower(), {})))
 
+    @property
+    def record(self) -> str:
+        """What an adapter should record as its base: a hub id of it when one is known, else its first name."""
+        return next((name for name in self.names if name and not _looks_like_path(name)), self.names[0])
+
 
 def identity(config: dict) -> dict:
     """The values of a config.json that identify its model (see IDENTITY)."""
@@ -110,7 +115,7 @@ def check_adapter(path: str, max_lora_rank: int, base: Base | str | None = None,
         trained_on = config.get("base_model_name_or_path")
         if not trained_on:
             warnings.append(f"adapter_config.json records no base_model_name_or_path, so its base cannot be checked: "
-                            f"write the served base's hub id there ({base.names[0]!r}) to have it checked")
+                            f"write the served base's hub id there ({base.record!r}) to have it checked")
         else:
             problems += base_problems(str(trained_on), base)
     problems += _check_weights(path, max_lora_rank)
@@ -223,7 +228,7 @@ def base_problems(trained_on: str, base: Base) -> list[str]:
         return _local_copy_problems(trained_on, local, base, fix)
     if _looks_like_path(trained_on):
         return [f"trained on base_model_name_or_path={trained_on!r}, a folder that is not on this machine, so its base "
-                f"cannot be recognised: write the served base's hub id ({base.names[0]!r}) there (lorafleet train "
+                f"cannot be recognised: write the served base's hub id ({base.record!r}) there (lorafleet train "
                 "--base-name does), or set check_adapter_base = False to serve it anyway"]
     return [f"trained on base_model_name_or_path={trained_on!r}, but the served base is {base.names[0]!r}: {fix}"]
 
@@ -235,7 +240,7 @@ def _local_copy_problems(trained_on: str, local: str, base: Base, fix: str) -> l
     config = read_json(os.path.join(local, "config.json"))
     if config is None:
         return [f"trained on base_model_name_or_path={trained_on!r}, a folder without a readable config.json, so its "
-                f"base cannot be recognised: write the served base's hub id ({base.names[0]!r}) there, or set "
+                f"base cannot be recognised: write the served base's hub id ({base.record!r}) there, or set "
                 "check_adapter_base = False to serve it anyway"]
     if str(config.get("_name_or_path") or "").lower() in {name.lower() for name in base.names}:
         return []

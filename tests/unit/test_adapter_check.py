@@ -97,6 +97,8 @@ def test_an_uploaded_base_is_known_by_its_folder_its_recorded_hub_id_and_its_ide
     assert HUB_BASE in base.names and base.folder == upload
     assert problems_of(adapter(tmp_path, "by-folder", base_model_name_or_path=upload), base) == []
     assert problems_of(adapter(tmp_path, "by-hub-id"), base) == []
+    _, [warning] = check_adapter(adapter(tmp_path, "unrecorded", base_model_name_or_path=None), 32, base)
+    assert f"write the served base's hub id there ({HUB_BASE!r})" in warning
     other = served_base("upload", local_model(tmp_path, "bigger", num_hidden_layers=26))
     assert HUB_BASE not in other.names
     assert "but the served base is" in problems_of(adapter(tmp_path, "elsewhere"), other)[0]
