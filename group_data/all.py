@@ -19,6 +19,7 @@ served_model_name = "functiongemma-270m-it"  # the `model` name of the base in A
 #       {"name": ..., "hub": "you/sql-lora", "revision": "<sha>"} (downloaded on the host).
 adapters = []
 check_adapter_base = True  # refuse adapters trained on another base model (False: serve them anyway)
+require_pinned_revisions = False  # True: refuse hub sources (base model, adapters) not pinned to a commit sha (False: warn on every deploy)
 prune_adapters = False  # True: delete the folders the deploy put in adapters_root for adapters no longer declared (default: only unload them)
 
 # --- Storage on the host: fast SSD paths, bound at the same path in every container ---

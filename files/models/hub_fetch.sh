@@ -6,13 +6,13 @@
 #
 #   hub_fetch.sh --image IMG --hub-env FILE --bind SRC:DST[:ro] ... --cache-root DIR --serve-mount PATH \
 #                --repo REPO --revision REV --dest DIR --marker NAME \
-#                [--check NAME --max-lora-rank N [--base-model NAME]]
+#                [--check NAME --max-lora-rank N --base-config JSON [--base-model NAME ...]]
 #
 # Each --bind is given as the engine sees its source (on Docker Desktop, a path in its VM):
 # the destination's folder, the cache, and the serve files at --serve-mount.
 set -euo pipefail
 
-check_name="" max_rank="" base_model="" binds=()
+check_name="" max_rank="" base_config="{}" base_models=() binds=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --image) image=$2 ;;
@@ -26,7 +26,8 @@ while [[ $# -gt 0 ]]; do
         --marker) marker=$2 ;;
         --check) check_name=$2 ;;
         --max-lora-rank) max_rank=$2 ;;
-        --base-model) base_model=$2 ;;
+        --base-model) base_models+=(--base-model "$2") ;;
+        --base-config) base_config=$2 ;;
         *) echo "hub_fetch.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift 2
@@ -55,8 +56,8 @@ snapshot_download(sys.argv[1], revision=sys.argv[2], local_dir=sys.argv[3], toke
     "$repo" "$revision" "$staging"
 kill "$progress_pid" 2>/dev/null || true
 if [[ -n $check_name ]]; then
-    check=("$serve_mount/adapter_check.py" "$staging" --name "$check_name" --max-lora-rank "$max_rank")
-    [[ -n $base_model ]] && check+=(--base-model "$base_model")
+    check=("$serve_mount/adapter_check.py" "$staging" --name "$check_name" --max-lora-rank "$max_rank"
+           --base-config "$base_config" ${base_models[@]+"${base_models[@]}"})
     "${run[@]}" "${check[@]}"
 fi
 printf '%s\n' "$repo@$revision" >"$staging/$marker"

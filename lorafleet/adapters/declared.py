@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lorafleet.adapters.check import check_adapter_dir
+from lorafleet.adapters.check import DEMO_BASE_NAME, KNOWN_BASES, Base, check_adapter, identity, read_json
 from lorafleet.adapters.folder import folder_problems
 from lorafleet.deploy.rules import HUB_REPO, REVISION, SAFE_NAME
 
@@ -71,13 +71,35 @@ def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str
     return adapters
 
 
-def folder_problems_of(adapters: Sequence[Adapter], max_lora_rank: int, base_model: str | None) -> list[str]:
-    """Validate every laptop-side adapter folder before anything is uploaded."""
-    problems = []
+def served_base(source: str, base_model: str) -> Base:
+    """The served base as adapters record it: the demo's name, the hub id, or an uploaded folder.
+
+    An uploaded folder is also known by the hub id in its config.json (`_name_or_path`) and by each
+    known base (check.KNOWN_BASES) whose identity its config.json has.
+    """
+    if source == "demo":
+        return Base.named(DEMO_BASE_NAME)
+    if source != "upload":
+        return Base.named(base_model)
+    config = read_json(str(Path(base_model) / "config.json")) or {}
+    mine = identity(config)
+    names = [base_model]
+    recorded = str(config.get("_name_or_path") or "")
+    if HUB_REPO.fullmatch(recorded) and not Path(recorded).exists():
+        names.append(recorded)
+    names += [name for name, known in KNOWN_BASES.items() if mine and all(mine.get(k) == v for k, v in known.items())]
+    return Base(names=tuple(dict.fromkeys(names)), config=mine, folder=base_model)
+
+
+def folder_problems_of(adapters: Sequence[Adapter], max_lora_rank: int, base: Base,
+                       check_base: bool = True) -> tuple[list[str], list[str]]:
+    """Validate every laptop-side adapter folder before anything is uploaded: its problems and its warnings."""
+    problems, warnings = [], []
     for adapter in adapters:
         if adapter.kind != "path":
             continue
-        for issue in check_adapter_dir(adapter.source, max_lora_rank=max_lora_rank, base_model=base_model) \
-                + folder_problems(adapter.source):
-            problems.append(f"adapters (name={adapter.name!r}) at {adapter.source}: {issue}")
-    return problems
+        where = f"adapters (name={adapter.name!r}) at {adapter.source}"
+        found, warned = check_adapter(adapter.source, max_lora_rank, base, check_base)
+        problems += [f"{where}: {issue}" for issue in found + folder_problems(adapter.source)]
+        warnings += [f"{where}: {warning}" for warning in warned]
+    return problems, warnings

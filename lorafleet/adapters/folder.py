@@ -6,6 +6,7 @@ planned, the adapters step calls `folder_version` for the manifest.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,27 +14,31 @@ from pathlib import Path
 
 
 def folder_problems(folder: str) -> list[str]:
-    """Symlinks the upload cannot carry: ones that leave the folder, dangle, or are absolute."""
+    """Symlinks the upload cannot carry: ones that loop, leave the folder, dangle, or are absolute."""
     root = Path(folder).resolve()
     problems = []
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
-            if not path.is_symlink():
-                continue
-            rel = path.relative_to(folder)
-            target = os.readlink(path)
-            resolved = path.resolve()
-            if not resolved.exists():
-                problems.append(f"{rel} is a symlink to {target}, which does not exist: copy the file in or remove the link")
-            elif resolved != root and root not in resolved.parents:
-                problems.append(
-                    f"{rel} is a symlink to {target}, outside the adapter folder: it would not exist on the host; "
-                    "copy the file into the folder instead of linking it"
-                )
-            elif os.path.isabs(target):
-                problems.append(f"{rel} is an absolute symlink ({target}): make it relative so it holds on the host too")
+            if path.is_symlink():
+                problems += _link_problems(path, path.relative_to(folder), root)
     return problems
+
+
+def _link_problems(path: Path, rel: Path, root: Path) -> list[str]:
+    target = os.readlink(path)
+    try:
+        resolved = path.resolve(strict=True)
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, ELOOP from 3.13
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            return [f"{rel} is a symlink to {target}, part of a loop of links: remove the link or point it at a file"]
+        return [f"{rel} is a symlink to {target}, which does not exist: copy the file in or remove the link"]
+    if resolved != root and root not in resolved.parents:
+        return [f"{rel} is a symlink to {target}, outside the adapter folder: it would not exist on the host; "
+                "copy the file into the folder instead of linking it"]
+    if os.path.isabs(target):
+        return [f"{rel} is an absolute symlink ({target}): make it relative so it holds on the host too"]
+    return []
 
 
 def _file_digest(path: Path, cache: dict, key: str) -> str:

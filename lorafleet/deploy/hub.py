@@ -5,8 +5,10 @@ Shared by the base model's and the adapters' steps, and by the secrets step that
 
 from __future__ import annotations
 
+import json
 import shlex
 
+from lorafleet.adapters.declared import served_base
 from lorafleet.deploy import layout
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.settings import Settings
@@ -25,9 +27,12 @@ def hub_download_command(
             "--cache-root", s.cache_root, "--serve-mount", layout.CONTAINER_SERVE_DIR,
             "--repo", repo, "--revision", revision, "--dest", dest, "--marker", layout.SOURCE_MARKER]
     if check_adapter:
-        args += ["--check", check_adapter, "--max-lora-rank", str(s.max_lora_rank)]
+        base = served_base(s.base_model_source, s.base_model)
+        args += ["--check", check_adapter, "--max-lora-rank", str(s.max_lora_rank),
+                 "--base-config", json.dumps(base.config, sort_keys=True, separators=(",", ":"))]
         if s.check_adapter_base:
-            args += ["--base-model", s.adapter_base_name]
+            for name in base.names:
+                args += ["--base-model", name]
     return shlex.join(args)
 
 

@@ -20,6 +20,8 @@ SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
 # A branch, tag or commit: no part may start with "." (git refuses those too), so ".." can never
 # turn the revision's folder into models_root or above it.
+# A pinned hub revision: a full commit sha (a branch or a tag can be moved by the repo's owner).
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 REVISION = re.compile(r"^(?![./])(?!.*(/\.|//|/$))[A-Za-z0-9._/-]{1,128}$")
 COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?(/[a-z0-9._-]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from lorafleet.deploy import envfile, gpu, layout
 from lorafleet.adapters import check as adapter_check
 from lorafleet.adapters.declared import Adapter, parse_adapters
-from lorafleet.deploy.rules import HUB_REPO
+from lorafleet.deploy.rules import COMMIT_SHA, HUB_REPO
 from lorafleet.deploy.settings_folders import check_laptop_folders
 from lorafleet.deploy.settings_table import TABLE
 
@@ -75,6 +75,7 @@ class Settings:
     vllm_env: tuple[tuple[str, str], ...]
     health_timeout_seconds: int
     check_adapter_base: bool
+    require_pinned_revisions: bool
     prune_adapters: bool
     create_storage_roots: bool
     generate_api_key: bool
@@ -373,6 +374,33 @@ def warn_more_adapters_than_max_loras(s: Settings) -> Iterable[str]:
                "at once")
 
 
+def unpinned_hub_sources(s: Settings) -> Iterable[str]:
+    """Each hub download not pinned to a commit sha, with the command that prints the sha to pin."""
+    if not s.serve_models:
+        return
+    sources = [("base_model", s.base_model, "base_model_revision", s.base_model_revision)] \
+        if s.base_model_source == "hub" else []
+    sources += [(f"adapters (name={a.name!r}): hub", a.source, "its 'revision'", a.revision)
+                for a in s.adapters if a.kind == "hub"]
+    for where, repo, setting, revision in sources:
+        if not COMMIT_SHA.fullmatch(revision):
+            yield (f"{where}={repo!r} is not pinned: revision {revision!r} is not a full commit sha (a branch or tag "
+                   f"can be moved by the repo's owner, so a later download may bring other weights); set {setting} to the commit sha that "
+                   f"`git ls-remote https://huggingface.co/{repo} {revision}` prints"
+                   + (" (require_pinned_revisions = True)" if s.require_pinned_revisions else
+                      " (require_pinned_revisions = True makes this an error)"))
+
+
+def pinned_when_required(s: Settings) -> Iterable[str]:
+    if s.require_pinned_revisions:
+        yield from unpinned_hub_sources(s)
+
+
+def warn_unpinned(s: Settings) -> Iterable[str]:
+    if not s.require_pinned_revisions:
+        yield from unpinned_hub_sources(s)
+
+
 def warn_float16(s: Settings) -> Iterable[str]:
     warning = gpu.float16_warning(s.dtype)
     if warning:
@@ -392,9 +420,10 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     hub_repo_id, cpu_cache_holds_adapters, storage_roots_apart, gateway_named,
     api_key_or_asked_for_none, api_key_fits_its_env_file, hf_token_on_one_line, vllm_env_adds_only,
     extra_vllm_args_add_only,
-    published_beyond_loopback_on_purpose,
+    published_beyond_loopback_on_purpose, pinned_when_required,
 )
 RUN_RULES: tuple[CrossRule, ...] = (hf_token_for_gated_model,)  # only the real run needs these: a dry run warns
 # The secrets a deploy writes into env files: remove.py writes none, so a laptop without the key can retire a box.
 SECRET_RULES: tuple[CrossRule, ...] = (api_key_or_asked_for_none, api_key_fits_its_env_file, hf_token_on_one_line)
-WARNINGS: tuple[CrossRule, ...] = (warn_publish_beyond_loopback, warn_more_adapters_than_max_loras, warn_float16)
+WARNINGS: tuple[CrossRule, ...] = (warn_publish_beyond_loopback, warn_more_adapters_than_max_loras, warn_float16,
+                                   warn_unpinned)

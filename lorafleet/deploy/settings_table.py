@@ -210,6 +210,7 @@ TABLE: tuple[Row, ...] = (
     Row("served_model_name", matching(SERVED_NAME, "must be letters, digits, '.', '_', '-' or '/'")),
     Row("adapters", as_given),
     Row("check_adapter_base", flag),
+    Row("require_pinned_revisions", flag),
     Row("prune_adapters", flag),
     Row("models_root", storage_path),
     Row("adapters_root", storage_path),

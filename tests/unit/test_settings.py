@@ -177,8 +177,8 @@ def test_gated_model_without_hf_token_is_refused(gpu_data):
 
 BAD_ADAPTERS = [
     ("rank above max", {"rank": 64}, "rank r=64 is above max_lora_rank=32"),
-    ("lm_head targeted", {"targets": ("q_proj", "lm_head")}, "targets lm_head"),
-    ("embed_tokens targeted", {"targets": ("embed_tokens",)}, "targets embed_tokens"),
+    ("lm_head targeted", {"targets": ("q_proj", "lm_head")}, "target_modules=['q_proj', 'lm_head'] reaches lm_head"),
+    ("embed_tokens targeted", {"targets": ("embed_tokens",)}, "target_modules=['embed_tokens'] reaches model.embed_tokens"),
     ("wrong base", {"base": "meta-llama/Llama-3.2-1B"}, "trained on base_model_name_or_path='meta-llama/Llama-3.2-1B'"),
     ("no weights", {"weights": False}, "no weights"),
 ]
@@ -266,3 +266,57 @@ def test_pyinfras_own_keys_and_the_users_helpers_are_not_settings_and_not_refuse
             "_sudo": True, "_env": {}, "_my_roots": ["/x"], "helper": lambda: 1, "docker_image": "x:1",
             "chroot_directory": "/c"}
     build_settings(data, Secrets(hf_token="hf_x", api_key="k"))
+
+
+def test_an_adapter_path_that_is_a_file_or_a_loop_says_so(gpu_data, tmp_path):
+    (tmp_path / "weights.safetensors").write_bytes(b"x")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    gpu_data["adapters"] = [{"name": "file", "path": str(tmp_path / "weights.safetensors")},
+                            {"name": "loop", "path": str(tmp_path / "loop-a")},
+                            {"name": "gone", "path": str(tmp_path / "nothing")}]
+    with pytest.raises(SettingsError) as caught:
+        build_settings(gpu_data, TOKEN)
+    file, loop, gone = caught.value.problems
+    assert "adapters[0] (name='file')" in file and "is a file, not a folder: give the adapter's folder" in file
+    assert "adapters[1] (name='loop')" in loop and "is a loop of symlinks" in loop
+    assert "adapters[2] (name='gone')" in gone and "does not exist on this laptop" in gone
+
+
+def test_a_loop_of_links_inside_an_adapter_is_reported_with_its_name(gpu_data, tmp_path):
+    folder = Path(make_adapter(tmp_path))
+    (folder / "a").symlink_to("b")
+    (folder / "b").symlink_to("a")
+    with pytest.raises(SettingsError) as caught:
+        build_settings({**gpu_data, "adapters": [{"name": "sql", "path": str(folder)}]}, TOKEN)
+    assert all("adapters (name='sql')" in p and "part of a loop of links" in p for p in caught.value.problems)
+    assert len(caught.value.problems) == 2
+
+
+def test_an_adapter_without_a_recorded_base_warns_naming_it(gpu_data, tmp_path):
+    folder = make_adapter(tmp_path)
+    config = json.loads(Path(folder, "adapter_config.json").read_text())
+    del config["base_model_name_or_path"]
+    Path(folder, "adapter_config.json").write_text(json.dumps(config))
+    s = build_settings({**gpu_data, "adapters": [{"name": "sql", "path": folder}]}, TOKEN)
+    assert any("adapters (name='sql')" in w and "records no base_model_name_or_path" in w for w in s.warnings)
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_hub_sources_without_a_pinned_revision_warn_and_may_be_required(gpu_data):
+    gpu_data["adapters"] = [{"name": "email", "hub": "you/email-lora"}, {"name": "sql", "hub": "you/sql-lora",
+                                                                           "revision": SHA}]
+    warnings = [w for w in build_settings(gpu_data, TOKEN).warnings if "is not pinned" in w]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("base_model='google/functiongemma-270m-it' is not pinned: revision 'main'")
+    assert "set base_model_revision to the commit sha that `git ls-remote https://huggingface.co/" in warnings[0]
+    assert warnings[1].startswith("adapters (name='email'): hub='you/email-lora' is not pinned: revision 'main'")
+    with pytest.raises(SettingsError) as caught:
+        build_settings({**gpu_data, "require_pinned_revisions": True}, TOKEN)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["base_model='google/functiongemma-270m-it' is not pinned",
+                                                                "adapters (name='email')"]
+    pinned = {**gpu_data, "base_model_revision": SHA, "require_pinned_revisions": True,
+              "adapters": [{"name": "sql", "hub": "you/sql-lora", "revision": SHA}]}
+    assert not [w for w in build_settings(pinned, TOKEN).warnings if "pinned" in w]
