@@ -60,6 +60,23 @@ class StorageRoots(FactBase):
         return [states.get(str(i), "missing") for i in range(len(states))] if states else []
 
 
+class RealPaths(FactBase):
+    """Each path with every link and `..` resolved on the host (`realpath -m`: it need not exist yet), in order.
+
+    Empty where realpath is missing: the laptop-side checks of the declared paths still hold then.
+    """
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return f"realpath -m -- {' '.join(shlex.quote(p) for p in paths)} 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return []
+
+    def process(self, output):
+        return [line for line in output if line.startswith("/")]
+
+
 class ImageId(FactBase):
     """The local id of an image, or None when the engine does not have it."""
 

@@ -22,10 +22,12 @@ from lorafleet.deploy.facts import (
     GatewayContainer,
     GpuInContainer,
     ImageId,
+    RealPaths,
     StorageRoots,
 )
 from lorafleet.deploy.fleet import slug
 from lorafleet.deploy.settings import Settings
+from lorafleet.deploy.settings_table import protected_folder
 
 BOOTSTRAP = layout.BOOTSTRAP.relative_to(layout.PROJECT_ROOT)  # as the user runs it, from the repository
 ENGINE_DOWN = ("the Docker engine is not reachable (`docker version` shows no Server): start Docker Desktop "
@@ -62,6 +64,10 @@ def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
                             f"does) or change {key}")
         elif state == "readonly":
             problems.append(f"{key}={path} is not writable on the host: fix its permissions or change {key}")
+    for (key, path), real in zip(roots.items(), host.get_fact(RealPaths, paths=tuple(roots.values()))):
+        if real != path and (reason := protected_folder(real)):
+            problems.append(f"{key}={path} resolves on the host to {real} (through a link), which {reason}: "
+                            f"choose a folder of your own for {key}")
     gpus = _read_gpus(s, problems) if s.profile == "cuda" and s.serve_models else None  # a router runs no vLLM
     choice = gpu.choose_dtype(s.dtype, s.profile, gpus) if s.serve_models else gpu.DtypeChoice("", "serves no model")
     if gpus is not None:

@@ -135,11 +135,18 @@ def storage_path(key: str, value: Any, problems: list[str]) -> str:
             f"{key}={value!r} must be a folder below / of letters, digits and . _ - @ + "
             "(no spaces or ':', which break volume specs and shell commands)"
         )
-    elif value in SYSTEM_FOLDERS or any(value == f or value.startswith(f + "/") for f in SYSTEM_FOLDERS_DEEP):
-        problems.append(f"{key}={value!r} is a system folder the deploy would write into: choose a folder of your own")
-    elif any(part in SECRET_FOLDERS for part in PurePosixPath(value).parts):
-        problems.append(f"{key}={value!r} is inside a folder of secrets (.ssh and the like): choose a folder of your own")
+    elif reason := protected_folder(value):
+        problems.append(f"{key}={value!r} {reason}: choose a folder of your own")
     return value
+
+
+def protected_folder(path: str) -> str | None:
+    """Why the deploy must never write into `path` (a normalised absolute path), or None."""
+    if path in SYSTEM_FOLDERS or any(path == f or path.startswith(f + "/") for f in SYSTEM_FOLDERS_DEEP):
+        return "is a system folder the deploy would write into"
+    if any(part in SECRET_FOLDERS for part in PurePosixPath(path).parts):
+        return "is inside a folder of secrets (.ssh and the like)"
+    return None
 
 
 def ip_address(key: str, value: Any, problems: list[str]) -> str:

@@ -245,3 +245,16 @@ def test_no_secret_in_the_output_of_a_real_run_at_the_highest_verbosity(tmp_path
     assert ran["Upload the secrets env file (0600)"] or case == "rotated"
     for secret in (HF_TOKEN, API_KEY):
         assert secret not in output
+
+
+def test_a_storage_root_that_links_into_a_system_or_secrets_folder_is_refused_before_anything(tmp_path):
+    data, _ = deployed_box()
+    # realpath -m on the box: adapters_root is a link to /etc/lorafleet, cache_root one into /root/.ssh.
+    data["fake_responses"]["realpath -m -- "] = [
+        "/mnt/d/AI_Models/base", "/etc/lorafleet", "/root/.ssh/cache", "/opt/lorafleet"]
+    _, output = deploy(tmp_path, data, ok=False)
+    assert "preflight failed (nothing was changed)" in output and "Take the deploy lock" not in output
+    assert ("adapters_root=/mnt/e/AI_Models/adapters resolves on the host to /etc/lorafleet (through a link), "
+            "which is a system folder the deploy would write into") in output
+    assert "cache_root=/mnt/d/AI_Models/cache resolves on the host to /root/.ssh/cache" in output
+    assert "models_root=" not in output.split("preflight failed", 1)[1] and "stack_dir=" not in output.split("preflight failed", 1)[1]

@@ -1,6 +1,9 @@
 """Facts parse what the docker CLI prints."""
 
-from lorafleet.deploy.facts import ServingState
+import subprocess
+
+from lorafleet.deploy.facts import RealPaths, ServingState
+from lorafleet.deploy.settings_table import protected_folder
 
 RUNNING = "running|healthy|2026-11-26T21:00:00.123456789Z|container:{gid}|abc"
 
@@ -44,3 +47,15 @@ def test_round_trip_markers_are_named_by_the_deploys_token():
     assert "/mnt/d/models/.lorafleet-probe-aaaa" in first and "/probe/.lorafleet-probe-aaaa" in first
     assert "aaaa" not in second, "two deploys at once never share a marker"
     assert EngineRoundTrip().process(["1=missing", "0=ok"]) == ["ok", "missing"]
+
+
+def test_real_paths_resolves_links_and_dots_on_a_real_shell(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "to-etc").symlink_to("/etc")
+    (tmp_path / "to-mine").symlink_to(tmp_path / "mine")
+    paths = (str(tmp_path / "to-etc" / "lorafleet"), str(tmp_path / "to-mine" / "not-yet"), str(tmp_path / "mine" / ".." / "x"))
+    shell = subprocess.run(["bash", "-c", RealPaths().command(paths)], capture_output=True, text=True, check=True)
+    real = RealPaths().process(shell.stdout.splitlines())
+    assert real == ["/etc/lorafleet", str(tmp_path.resolve() / "mine" / "not-yet"), str(tmp_path.resolve() / "x")]
+    assert protected_folder(real[0]) and protected_folder(real[1]) is None
+    assert protected_folder("/home/me/.ssh/models") and protected_folder("/var/log/x") and not protected_folder("/srv/models")
