@@ -153,12 +153,19 @@ while (($#)); do
     shift
 done
 
-# Paths go into a .env file and compose's short volume syntax (SRC:DST): keep them plain.
+# Paths go into a .env file and compose's short volume syntax (SRC:DST): the deploy's own rule
+# (lorafleet/deploy/rules.py SAFE_PATH): a space or an apostrophe inside a name, never ':', '$' or '"'.
+SAFE_PATH="^(/[A-Za-z0-9._@+'-]+( [A-Za-z0-9._@+'-]+)*)+\$"
 check_path() {
     local name=$1 value=$2
     [[ $value == /* ]] || usage_error "$name '$value' is not an absolute path: the Docker daemon binds it at the same path in the gateway and vLLM; give a path starting with /"
-    [[ $value =~ ^/[A-Za-z0-9._/@+-]*$ ]] ||
-        usage_error "$name '$value' has characters compose cannot bind safely (spaces, ':', '\$', quotes...): use a folder whose path has only letters, digits and . _ - / @ +"
+    [[ $value =~ $SAFE_PATH ]] ||
+        usage_error "$name '$value' has characters compose cannot bind safely (':', '\$', '\"', a backslash, a space at a name's edge...): use a folder whose path has only letters, digits, . _ - @ + ' and spaces inside a name"
+}
+# NAME=value as lorafleet/deploy/envfile.py writes it: bare when plain, else single-quoted with \' inside.
+env_line() {
+    if [[ $2 =~ ^[A-Za-z0-9_./:@+,=-]*$ ]]; then printf '%s=%s\n' "$1" "$2"
+    else printf "%s='%s'\n" "$1" "${2//\'/\\\'}"; fi
 }
 strip_slash() { local v=${1%/}; printf '%s' "${v:-/}"; }
 MODELS_ROOT=$(strip_slash "$MODELS_ROOT")
@@ -483,9 +490,9 @@ for f in "${GATEWAY_FILES[@]}"; do put_file "$GATEWAY_DIR/$f" <"$GATEWAY_SRC/$f"
 extra_args=""
 if [[ -n $TAGS ]]; then extra_args="--advertise-tags=$TAGS"; fi
 {
-    printf 'GATEWAY_CONTAINER=%s\nTS_HOSTNAME=%s\nSTACK_DIR=%s\n' "$CONTAINER" "$TS_NAME" "$STACK_DIR"
-    printf 'MODELS_ROOT=%s\nADAPTERS_ROOT=%s\nCACHE_ROOT=%s\n' "$MODELS_ROOT" "$ADAPTERS_ROOT" "$CACHE_ROOT"
-    if [[ -n $extra_args ]]; then printf 'TS_EXTRA_ARGS=%s\n' "$extra_args"; fi
+    env_line GATEWAY_CONTAINER "$CONTAINER"; env_line TS_HOSTNAME "$TS_NAME"; env_line STACK_DIR "$STACK_DIR"
+    env_line MODELS_ROOT "$MODELS_ROOT"; env_line ADAPTERS_ROOT "$ADAPTERS_ROOT"; env_line CACHE_ROOT "$CACHE_ROOT"
+    if [[ -n $extra_args ]]; then env_line TS_EXTRA_ARGS "$extra_args"; fi
 } | put_file "$GATEWAY_DIR/.env"
 
 # compose, with the .env beside the project as the only source of its values.

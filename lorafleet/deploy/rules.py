@@ -16,8 +16,10 @@ PURGEABLE_ROOTS = {"models": "models_root", "adapters": "adapters_root", "cache"
 # Adapter names become URL path parts, folder names and the OpenAI `model` field.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-# Storage paths go into shell commands and `src:dst` volume specs: no spaces, no ':'.
-SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+# Storage paths go into shell commands (always quoted) and `src:dst` volume specs: no ':', nothing a
+# shell or compose would read (`$`, quotes other than the apostrophe, backslashes, control characters).
+# A space and an apostrophe are common in Windows drive folders ("D:\\Ana's models"): allowed inside a name.
+SAFE_PATH = re.compile(r"^(/[A-Za-z0-9._@+'-]+( [A-Za-z0-9._@+'-]+)*)+$")
 # A branch, tag or commit: no part may start with "." (git refuses those too), so ".." can never
 # turn the revision's folder into models_root or above it.
 # A pinned hub revision: a full commit sha (a branch or a tag can be moved by the repo's owner).

@@ -132,8 +132,8 @@ def storage_path(key: str, value: Any, problems: list[str]) -> str:
     value = str(PurePosixPath(*parts))  # normalised: no '.', '//' or trailing '/'
     if not SAFE_PATH.fullmatch(value):
         problems.append(
-            f"{key}={value!r} must be a folder below / of letters, digits and . _ - @ + "
-            "(no spaces or ':', which break volume specs and shell commands)"
+            f"{key}={value!r} must be a folder below / of letters, digits, . _ - @ + ' and spaces inside a name "
+            "(no ':', '$', quotes or backslashes, which volume specs, compose or a shell would read)"
         )
     elif reason := protected_folder(value):
         problems.append(f"{key}={value!r} {reason}: choose a folder of your own")

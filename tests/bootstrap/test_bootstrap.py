@@ -86,10 +86,11 @@ class Box:
         self.container = f"lfbt-{run}-gateway"
         self.hostname = f"standin-{run}"
         self.image = image
-        self.models = tmp_path / "models"
-        self.adapters = tmp_path / "adapters"
-        self.cache = tmp_path / "cache"
-        self.stack = tmp_path / "stack"
+        # A space and an apostrophe, as in a Windows user's drive folders ("D:\\Ana's models").
+        self.models = tmp_path / "Ana's models" / "base"
+        self.adapters = tmp_path / "Ana's models" / "adapters"
+        self.cache = tmp_path / "Ana's models" / "cache"
+        self.stack = tmp_path / "lora fleet"
         self.tmp = tmp_path
         self.override: Path | None = None
         self.extra_ids: list[str] = []  # containers a test starts itself, removed by id too
@@ -209,7 +210,9 @@ def test_help_lists_every_flag():
 
 @pytest.mark.parametrize("flags, says", [
     (["--models-root", "relative/models"], "not an absolute path"),
-    (["--cache-root", "/mnt/d/AI Models"], "characters compose cannot bind"),
+    (["--cache-root", "/mnt/d/AI:Models"], "characters compose cannot bind"),
+    (["--cache-root", "/mnt/d/$HOME"], "characters compose cannot bind"),
+    (["--cache-root", "/mnt/d/AI /Models"], "characters compose cannot bind"),
     (["--hostname", "GPU_Box"], "not a valid Tailscale machine name"),
     (["--frobnicate"], "unknown option"),
 ])

@@ -81,7 +81,9 @@ class Scenario:
     own_cache: bool = False  # a cache root of its own, in its run folder: for a scenario that purges it
 
     def __post_init__(self):
-        self.dir = WORK / f"run-{self.run_id}-{self.kind}"
+        # The local target's folders hold a space and an apostrophe, as a Windows user's drive folders do
+        # ("D:\\Ana's models"): every root but the shared model and cache roots is below it.
+        self.dir = WORK / (f"run-{self.run_id}-{self.kind}" + (" Ana's" if self.kind == "local" else ""))
         self.project = f"lf-e2e-{self.run_id}-{self.kind}"
         # Caches shared with the README's local deploy: the demo model is rebuilt only when its inputs
         # change; vLLM's compiled kernels and hub downloads are kept.

@@ -64,7 +64,8 @@ BAD_INPUTS = [
     ("adapter named like the base", {"adapters": [{"name": "functiongemma-270m-it", "hub": "a/b"}]}, "equals served_model_name"),
     ("missing adapter source", {"adapters": [{"name": "sql", "path": "/nonexistent/sql-lora"}]}, "does not exist on this laptop"),
     ("adapter with two sources", {"adapters": [{"name": "sql", "path": "/x", "hub": "a/b"}]}, "give exactly one source"),
-    ("space in a storage path", {"adapters_root": "/mnt/e/AI Models/adapters"}, "adapters_root='/mnt/e/AI Models/adapters' must be a folder"),
+    ("space at a name's edge in a storage path", {"adapters_root": "/mnt/e/AI /adapters"}, "adapters_root='/mnt/e/AI /adapters' must be a folder"),
+    ("dollar in a storage path", {"adapters_root": "/mnt/e/$HOME/adapters"}, "adapters_root='/mnt/e/$HOME/adapters' must be a folder"),
     ("colon in a storage path", {"cache_root": "/mnt/d/a:b"}, "cache_root='/mnt/d/a:b' must be a folder"),
     ("the root folder", {"models_root": "/"}, "models_root='/' must be a folder"),
     ("overlapping roots", {"adapters_root": "/mnt/d/AI_Models/base/adapters"}, "overlap: give each its own folder"),
@@ -320,3 +321,15 @@ def test_hub_sources_without_a_pinned_revision_warn_and_may_be_required(gpu_data
     pinned = {**gpu_data, "base_model_revision": SHA, "require_pinned_revisions": True,
               "adapters": [{"name": "sql", "hub": "you/sql-lora", "revision": SHA}]}
     assert not [w for w in build_settings(pinned, TOKEN).warnings if "pinned" in w]
+
+
+def test_storage_roots_with_a_space_and_an_apostrophe_are_accepted_and_reach_the_gateway_env_exactly(gpu_data):
+    from lorafleet.deploy.gateway.plan import render_gateway_env
+
+    roots = {"models_root": "/mnt/d/Ana's models/base", "adapters_root": "/mnt/e/Ana's models/adapters",
+             "cache_root": "/mnt/d/Ana's models/cache", "stack_dir": "/opt/lora fleet"}
+    s = build_settings({**gpu_data, **roots}, TOKEN)
+    assert {key: getattr(s, key) for key in roots} == roots
+    env = render_gateway_env(s, "box")
+    assert "MODELS_ROOT='/mnt/d/Ana\\'s models/base'\n" in env and "STACK_DIR='/opt/lora fleet'\n" in env
+    assert "GATEWAY_CONTAINER=lorafleet-gateway\n" in env, "a plain value stays bare: a bootstrapped .env is unchanged"

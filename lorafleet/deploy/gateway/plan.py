@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lorafleet.deploy import envfile
 from lorafleet.deploy.settings import Settings
 
 
@@ -18,4 +19,5 @@ def render_gateway_env(s: Settings, ts_hostname: str, advertise_tags: str = "") 
     if advertise_tags:
         # OAuth-client keys only work with tags; dropping them here would break the next `compose up`.
         values["TS_EXTRA_ARGS"] = f"--advertise-tags={advertise_tags}"
-    return "".join(f"{k}={v}\n" for k, v in values.items())
+    # Quoted as the serving env file is (a root may hold a space or an apostrophe); plain values stay bare.
+    return "".join(envfile.line(k, v) + "\n" for k, v in values.items())
