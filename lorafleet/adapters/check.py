@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import struct
@@ -19,6 +18,8 @@ import sys
 from dataclasses import dataclass, field
 
 DEMO_BASE_NAME = "lorafleet/functiongemma-demo"
+# The string inits vLLM 0.32 serves (PEFTHelper._init_is_supported): they only set the first weights.
+VLLM_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
 # vLLM refuses adapters that replace these layers.
 FORBIDDEN_MODULES = ("lm_head", "embed_tokens")
 # The layers a LoRA of a Gemma 3 (or Llama-shaped) model may change: what vLLM's LoRA slots cover.
@@ -108,6 +109,15 @@ def check_adapter(path: str, max_lora_rank: int, base: Base | str | None = None,
         problems.append(f"modules_to_save={config['modules_to_save']!r}: vLLM serves only the LoRA matrices and refuses "
                         "whole saved modules ('vLLM only supports modules_to_save being None'); retrain without "
                         "modules_to_save")
+    if config.get("lora_bias"):
+        problems.append("lora_bias=true: vLLM refuses LoRA biases ('vLLM does not support LoRA bias'); retrain with "
+                        "lora_bias=False")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower() not in VLLM_INITS:
+        problems.append(f"init_lora_weights={init!r}: vLLM refuses it, as this init changes the base's weights when "
+                        "peft loads the adapter; convert it to a plain LoRA (peft's "
+                        "path_initial_model_for_weight_conversion), or set init_lora_weights to true if the served "
+                        "base already holds the changed weights")
     problems += _rank_problems(config, max_lora_rank)
     problems += _target_problems(config, base.config if base else {})
     warnings = []
@@ -127,7 +137,11 @@ def _whole(value) -> bool:
 
 
 def _rank_problems(config: dict, max_lora_rank: int) -> list[str]:
-    """r and every per-module rank (rank_pattern) within max_lora_rank; the patterns' scales as vLLM applies them."""
+    """r and every per-module rank (rank_pattern) within max_lora_rank.
+
+    vLLM 0.32 applies rank_pattern and alpha_pattern per module as peft does (PEFTHelper.get_rank_and_scaling),
+    so a pattern's scale needs no check of its own.
+    """
     rank, problems = config.get("r"), []
     raise_it = "raise max_lora_rank (one of 8, 16, 32, 64, ...) or train the adapter with a smaller rank"
     if not _whole(rank):
@@ -142,18 +156,6 @@ def _rank_problems(config: dict, max_lora_rank: int) -> list[str]:
             problems.append(f"rank_pattern[{key!r}]={value!r} is not a positive whole number: re-save the adapter")
         elif value > max_lora_rank:
             problems.append(f"rank_pattern[{key!r}]={value} is above max_lora_rank={max_lora_rank}: {raise_it}")
-    alpha = config.get("lora_alpha", 8)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or problems:
-        return problems
-    root = math.sqrt if config.get("use_rslora") else (lambda r: r)
-    served = alpha / root(rank)
-    for key in sorted(set(ranks) | set(alphas)):
-        module_alpha, module_rank = alphas.get(key, alpha), ranks.get(key, rank)
-        if isinstance(module_alpha, (int, float)) and not math.isclose(module_alpha / root(module_rank), served):
-            problems.append(
-                f"rank_pattern/alpha_pattern give {key!r} the scale {module_alpha}/{module_rank}, but vLLM reads neither "
-                f"pattern and scales every module by lora_alpha/r = {alpha}/{rank}: it would be served wrong; retrain "
-                "without the patterns, or with alpha_pattern keeping each module's alpha/rank equal to lora_alpha/r")
     return problems
 
 

@@ -126,10 +126,19 @@ def test_every_rank_is_checked_including_the_per_module_patterns(tmp_path):
     assert "q_proj.lora_A.weight has rank 64, above max_lora_rank=32" in problem
 
 
-def test_a_pattern_that_changes_a_modules_scale_is_refused_one_that_keeps_it_passes(tmp_path):
-    [problem] = problems_of(adapter(tmp_path, rank_pattern={"v_proj": 16}))
-    assert "vLLM reads neither pattern and scales every module by lora_alpha/r = 16/8" in problem
-    assert problems_of(adapter(tmp_path, "kept", rank_pattern={"v_proj": 16}, alpha_pattern={"v_proj": 32})) == []
+def test_patterns_are_served_per_module_as_peft_applies_them_so_only_their_ranks_are_checked(tmp_path):
+    # vLLM 0.32's PEFTHelper.get_rank_and_scaling applies rank_pattern and alpha_pattern per module.
+    assert problems_of(adapter(tmp_path, rank_pattern={"v_proj": 16})) == []
+    assert problems_of(adapter(tmp_path, "scaled", rank_pattern={"v_proj": 16}, alpha_pattern={"v_proj": 64})) == []
+
+
+def test_what_vllm_refuses_besides_dora_is_refused_with_its_reason(tmp_path):
+    [bias] = problems_of(adapter(tmp_path, "bias", lora_bias=True))
+    assert "lora_bias=true: vLLM refuses LoRA biases" in bias
+    [pissa] = problems_of(adapter(tmp_path, "pissa", init_lora_weights="pissa"))
+    assert "init_lora_weights='pissa': vLLM refuses it" in pissa
+    assert problems_of(adapter(tmp_path, "gaussian", init_lora_weights="gaussian")) == []
+    assert problems_of(adapter(tmp_path, "plain", init_lora_weights=True)) == []
 
 
 @pytest.mark.parametrize("config,expected", [
