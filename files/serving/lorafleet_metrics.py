@@ -5,7 +5,9 @@ vLLM 0.32 counts every request under the base model's name, and its one LoRA met
 sees each completion request whole, in vLLM's API server process, and counts it under the served
 name it asked for (the base or an adapter): requests by outcome, end-to-end latency and time to
 first token, prompt and completion tokens, tool calls parsed and failed, the time of the last
-request. Why a middleware: it is the one extension point vLLM 0.32 takes by import path that sees
+request; and, refreshed at each scrape of ``/metrics``, which adapters the manifest declares
+(``lorafleet_adapter_declared``, with a zero request count until one is used) and which vLLM has
+loaded (``lorafleet_adapter_loaded``). Why a middleware: it is the one extension point vLLM 0.32 takes by import path that sees
 the request's ``model``, the status vLLM answered (its 401 and 404 included, as this wraps vLLM's
 key check) and every byte streamed; a stat logger sees only what reaches the engine.
 
@@ -85,6 +87,9 @@ class Metrics:
         self.declared = Gauge("lorafleet_adapter_declared",
                               "1 for each adapter of the deploy's manifest, 0 once it left it.", ["model"],
                               multiprocess_mode="max", **kw)
+        self.loaded = Gauge("lorafleet_adapter_loaded",
+                            "1 for each adapter vLLM serves now (its model registry), 0 once unloaded.", ["model"],
+                            multiprocess_mode="max", **kw)
         self.last_request = Gauge("lorafleet_last_request_timestamp_seconds",
                                   "Unix time of the last completion request that ended.", ["model"],
                                   multiprocess_mode="max", **kw)
@@ -183,12 +188,14 @@ class AdapterMetrics:
         self.served = served or ServedNames()
         self.clock = clock
         self._declared: frozenset = frozenset()
+        self._loaded: frozenset = frozenset()
         self.declare()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in COMPLETION_PATHS:
             if scope["type"] == "http" and scope.get("path", "").startswith("/metrics"):
                 self.declare()
+                self.note_loaded(scope)
             await self.app(scope, receive, send)
             return
         r = _Request(self.clock())
@@ -250,6 +257,18 @@ class AdapterMetrics:
             m.declared.labels(name).set(1)
             m.requests.labels(name, "2xx")
         self._declared = names
+
+    def note_loaded(self, scope) -> None:
+        """Before each scrape: the adapters vLLM's registry holds now (loaded at start-up or at runtime)."""
+        registry = _registry(scope)
+        if registry is None:
+            return
+        names = frozenset(registry.lora_requests)
+        for name in self._loaded - names:
+            self.metrics.loaded.labels(name).set(0)
+        for name in names - self._loaded:
+            self.metrics.loaded.labels(name).set(1)
+        self._loaded = names
 
     def _read_request(self, r: _Request, body: bytes) -> bytes | None:
         """Note the model and stream flag; the body to hand on instead, when usage must be asked for."""

@@ -253,6 +253,19 @@ def test_an_adapter_loaded_or_unloaded_at_runtime_is_followed(box):
     assert value(m, "lorafleet_requests_total", model="unknown_model", outcome="4xx") == 2
 
 
+def test_a_scrape_notes_the_adapters_vllm_has_loaded(box):
+    async def nothing(*args):
+        return None
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": [], "app": box.inner}
+    box.app = nothing  # vLLM's /metrics route: not what this test reads
+    asyncio.run(box(scope, nothing, nothing))
+    box.inner.state.openai_serving_models.lora_requests.pop("email")
+    asyncio.run(box(scope, nothing, nothing))
+    m = read(box)
+    assert [value(m, "lorafleet_adapter_loaded", model=a) for a in ("weather", "sql", "email")] == [1, 1, 0]
+
+
 def test_other_paths_pass_untouched(box):
     post(box, {"model": "weather", "input": "x"}, path="/v1/embeddings")
     assert generate_latest(box.registry).count(b"\nlorafleet_requests_total{") == 0
