@@ -189,6 +189,9 @@ class AdapterMetrics:
         self.clock = clock
         self._declared: frozenset = frozenset()
         self._loaded: frozenset = frozenset()
+        self._bases: set[str] = set()
+        for label in FIXED_LABELS:
+            self.metrics.requests.labels(label, "4xx")
         self.declare()
 
     async def __call__(self, scope, receive, send):
@@ -255,8 +258,13 @@ class AdapterMetrics:
             m.declared.labels(name).set(0)
         for name in names - self._declared:
             m.declared.labels(name).set(1)
-            m.requests.labels(name, "2xx")
+            self._zero(name)
         self._declared = names
+
+    def _zero(self, name: str) -> None:
+        """A series for each outcome from the start: Prometheus' rate() sees no increase in a series' first value."""
+        for outcome in OUTCOMES:
+            self.metrics.requests.labels(name, outcome)
 
     def note_loaded(self, scope) -> None:
         """Before each scrape: the adapters vLLM's registry holds now (loaded at start-up or at runtime)."""
@@ -268,7 +276,12 @@ class AdapterMetrics:
             self.metrics.loaded.labels(name).set(0)
         for name in names - self._loaded:
             self.metrics.loaded.labels(name).set(1)
+            self._zero(name)
         self._loaded = names
+        for path in registry.base_model_paths:
+            if path.name not in self._bases:
+                self._bases.add(path.name)
+                self._zero(path.name)
 
     def _read_request(self, r: _Request, body: bytes) -> bytes | None:
         """Note the model and stream flag; the body to hand on instead, when usage must be asked for."""

@@ -264,11 +264,14 @@ def test_a_scrape_notes_the_adapters_vllm_has_loaded(box):
     asyncio.run(box(scope, nothing, nothing))
     m = read(box)
     assert [value(m, "lorafleet_adapter_loaded", model=a) for a in ("weather", "sql", "email")] == [1, 1, 0]
+    zeros = {dict(labels)["model"] for (name, labels), v in m.items() if name == "lorafleet_requests_total" and v == 0}
+    assert zeros == {"weather", "sql", "email", BASE, "unknown_model", "unauthorized"}, \
+        "every served name has its series from the first scrape: rate() sees its first request"
 
 
 def test_other_paths_pass_untouched(box):
     post(box, {"model": "weather", "input": "x"}, path="/v1/embeddings")
-    assert generate_latest(box.registry).count(b"\nlorafleet_requests_total{") == 0
+    assert sum(v for (name, _), v in read(box).items() if name == "lorafleet_requests_total") == 0
 
 
 def test_without_vllms_registry_the_manifest_names_what_is_served(mod, tmp_path):
