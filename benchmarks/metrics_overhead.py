@@ -1,12 +1,12 @@
 """Benchmark: what the per-adapter metrics middleware costs, the same load with and without it.
 
-    python -m benchmarks.metrics_overhead [--requests 300] [--concurrency 16]
+    python -m benchmarks.metrics_overhead [--requests 600] [--concurrency 16]
 
 One run, one machine: it deploys the CPU stack of the e2e scenario (target @local), runs `lorafleet
 bench` over the base and the demo adapters (its requests stream, for TTFT) with the middleware as
 deployed, then recreates vLLM from the same compose file without `--middleware
 lorafleet_metrics.AdapterMetrics` and runs the same bench again. Prints `lorafleet bench compare` of
-the two (requests/s, latency, TTFT), writes both JSON files to benchmarks/results/ and removes
+the two (requests/s, latency, TTFT), each after a warm-up of its own, writes both JSON files to benchmarks/results/ and removes
 everything it made.
 """
 
@@ -27,10 +27,13 @@ METRICS = "lorafleet_metrics.AdapterMetrics"
 
 
 def bench(scenario, out: Path, label: str, args) -> None:
-    command = [sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint, "--models", "all",
-               "--requests", str(args.requests), "--concurrency", str(args.concurrency), "--max-tokens", "16",
-               "--prefix-tools", "2", "--no-progress", "--label", label, "--out", str(out)]
-    subprocess.run(command, env={**os.environ, "LORAFLEET_API_KEY": API_KEY}, check=True)
+    """A warm-up (the recreated server's first requests would otherwise count against it), then the measured run."""
+    for requests, target in ((args.concurrency * 4, out.with_suffix(".warmup.json")), (args.requests, out)):
+        command = [sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint, "--models", "all",
+                   "--requests", str(requests), "--concurrency", str(args.concurrency), "--max-tokens", "16",
+                   "--prefix-tools", "2", "--no-progress", "--label", label, "--out", str(target)]
+        subprocess.run(command, env={**os.environ, "LORAFLEET_API_KEY": API_KEY}, check=True,
+                       stdout=subprocess.DEVNULL if target != out else None)
 
 
 def without_metrics(scenario) -> None:
@@ -48,7 +51,7 @@ def without_metrics(scenario) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     problem = docker_engine_problem()
