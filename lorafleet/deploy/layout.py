@@ -40,13 +40,16 @@ SERVE_FILES = {
     "functiongemma.py": SHARED_MODULES["functiongemma.py"],
     # vLLM's --middleware: names each tool result after the call it answers, before the chat template renders.
     "lorafleet_middleware.py": FILES_DIR / "serving" / "lorafleet_middleware.py",
+    # vLLM's --middleware: per-adapter requests, latency, TTFT, tokens and tool calls on vLLM's /metrics.
+    "lorafleet_metrics.py": FILES_DIR / "serving" / "lorafleet_metrics.py",
     # Run in a throwaway container of a new image before vLLM is recreated on it: the plugins import there.
     "check_image.py": FILES_DIR / "serving" / "check_image.py",
 }
 # Serve files vLLM never runs: no part of the server hash, so a change to them restarts nothing.
 NOT_RUN_BY_VLLM = ("check_image.py",)
-# What vLLM imports with --middleware (module beside the entrypoint, on its PYTHONPATH).
-MIDDLEWARE = ("lorafleet_middleware.ToolResultNames",)
+# What vLLM imports with --middleware (module beside the entrypoint, on its PYTHONPATH). vLLM adds them in this
+# order and the last is outermost: the metrics see every answer, the 401 of vLLM's key check and the 400 of the first.
+MIDDLEWARE = ("lorafleet_middleware.ToolResultNames", "lorafleet_metrics.AdapterMetrics")
 # The name the plugin registers with vLLM's ToolParserManager.
 PROJECT_TOOL_PARSER = "lorafleet_functiongemma"
 # What the CPU image is built from (its tag hashes each): the Dockerfile and the complete lock.

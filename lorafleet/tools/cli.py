@@ -33,6 +33,13 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inventory", help="with --fleet: the inventory file (env LORAFLEET_INVENTORY; default inventory.py)")
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lorafleet`` argument parser."""
     parser = argparse.ArgumentParser(prog="lorafleet", description="Operate a lorafleet multi-LoRA vLLM server.")
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _endpoint_args(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)")
+    p.add_argument("--watch", type=_positive, nargs="?", const=5.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 5) until Ctrl-C; with --json, one JSON document per line")
     _fleet_args(p)
 
     p = sub.add_parser("check", help="send one request to the base model and to every adapter")
@@ -81,14 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.url or args.api_key:
             parser.error("--fleet reads the router, the boxes and their keys from the inventory: drop --url/--api-key")
         if args.command == "status":
-            return fleet.run_status(fleet.inventory_path(args.inventory), as_json=args.json, timeout=args.timeout)
+            return fleet.run_status(fleet.inventory_path(args.inventory), as_json=args.json, timeout=args.timeout,
+                                    watch=args.watch)
         return fleet.run_check(fleet.inventory_path(args.inventory), args)
     if getattr(args, "inventory", None):
         parser.error("--inventory goes with --fleet")
     if args.command == "status":
         from lorafleet.tools.status import run_status
 
-        return run_status(_endpoint(args), as_json=args.json, timeout=args.timeout)
+        return run_status(_endpoint(args), as_json=args.json, timeout=args.timeout, watch=args.watch)
     if args.command == "check":
         endpoint = _endpoint(args)
         return check.run(endpoint.server_url, endpoint.api_key, args)

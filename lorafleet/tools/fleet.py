@@ -20,7 +20,19 @@ from lorafleet.deploy.credentials import box_key_file
 from lorafleet.deploy.fleet import ROUTER_GROUP, Box, Fleet, endpoint_url
 from lorafleet.tools import check
 from lorafleet.tools.endpoint import Endpoint, normalize_url
-from lorafleet.tools.status import NA, collect_status, fetch, format_table, status_exit_code
+from lorafleet.tools import adapter_stats
+from lorafleet.tools.status import (
+    NA,
+    RAW,
+    add_adapter_rows,
+    collect_status,
+    fetch,
+    format_table,
+    public,
+    render_models,
+    repeat,
+    status_exit_code,
+)
 
 INVENTORY_ENV = "LORAFLEET_INVENTORY"
 # LiteLLM's proxy answers this without a key while its process lives (the router's compose health check too).
@@ -125,7 +137,20 @@ def collect_fleet_status(fleet: Fleet, timeout: float = 10.0) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=len(fleet.boxes) + 1) as pool:
         router = pool.submit(router_status, fleet, timeout)
         boxes = [pool.submit(box_status, box, timeout) for box in fleet.boxes]
-        return {"router": router.result(), "boxes": [b.result() for b in boxes]}
+        fs = {"router": router.result(), "boxes": [b.result() for b in boxes]}
+    fs["models"], fs["never_used"] = fleet_models(fs["boxes"])
+    return fs
+
+
+def fleet_models(boxes: list[dict[str, Any]], now: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The boxes' per-model rows summed (counts and latency buckets add; the last use is the latest anywhere),
+    and the adapters no box used since it started."""
+    raws = [b[RAW] for b in boxes if b.get(RAW) is not None]
+    base = next((b["base_model"] for b in boxes if b.get("base_model")), None)
+    served = sorted({a for b in boxes for a in b.get("adapters") or ()})
+    record: dict[str, Any] = {"base_model": base, "adapters": served}
+    add_adapter_rows(record, adapter_stats.merge(raws) if raws else None, now)
+    return record["models"], record["never_used"]
 
 
 def healthy(record: dict[str, Any]) -> bool:
@@ -159,6 +184,13 @@ def render_fleet_status(fs: dict[str, Any]) -> str:
         rows.append((b["box"], b["health"], b["version"] or NA, adapters, _count(b["running"]), _count(b["waiting"]), kv))
     out.append(format_table(("box", "health", "vLLM", "adapters served", "running", "waiting", "KV cache"), rows,
                             right=(4, 5, 6)))
+    if fs.get("models"):
+        out += ["", "per model, all boxes:", render_models(fs["models"])]
+        if fs.get("never_used"):
+            out.append(f"never used on any box since it started: {', '.join(fs['never_used'])}")
+        for b in fs["boxes"]:
+            if b.get("models"):
+                out += ["", f"per model on {b['box']}:", render_models(b["models"], b.get("lora"))]
     problems = [f"router: {what}: {err}" for what, err in r["errors"].items()]
     for b in fs["boxes"]:
         if not b["reachable"]:
@@ -170,16 +202,26 @@ def render_fleet_status(fs: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run_status(inventory: Path, as_json: bool = False, timeout: float = 10.0) -> int:
+def run_status(inventory: Path, as_json: bool = False, timeout: float = 10.0, watch: float | None = None) -> int:
     """``lorafleet status --fleet``: print the fleet's status; 0 all well, 1 something down or missing, 2 no fleet."""
     try:
         fleet = load(inventory)
     except FleetError as exc:
         print(exc, file=sys.stderr)
         return 2
-    fs = collect_fleet_status(fleet, timeout)
-    print(json.dumps(fs, indent=2, sort_keys=True) if as_json else render_fleet_status(fs))
-    return fleet_exit_code(fs)
+
+    def show() -> int:
+        fs = collect_fleet_status(fleet, timeout)
+        print(json.dumps(public_fleet(fs), indent=None if watch else 2, sort_keys=True) if as_json
+              else render_fleet_status(fs))
+        return fleet_exit_code(fs)
+
+    return repeat(show, watch, clear=not as_json)
+
+
+def public_fleet(fs: dict[str, Any]) -> dict[str, Any]:
+    """The fleet record as ``--json`` prints it (without the boxes' raw histogram buckets)."""
+    return {**fs, "boxes": [public(b) for b in fs["boxes"]]}
 
 
 def run_check(inventory: Path, args: argparse.Namespace) -> int:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from lorafleet.tools import adapter_stats
 from lorafleet.tools.endpoint import Endpoint
 
 NA = "n/a"
@@ -33,6 +35,7 @@ PREFIX_HITS = ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits")
 REQUEST_SUCCESS = ("vllm:request_success",)
 LORA_INFO = ("vllm:lora_requests_info",)
 PROCESS_START = ("process_start_time_seconds",)
+RAW = "_adapter_metrics"  # the key of the raw per-model figures in a status record (not printed)
 
 
 def parse_prometheus(text: str) -> list[Sample]:
@@ -211,12 +214,30 @@ def collect_status(endpoint: Endpoint, timeout: float = 10.0, session: Any = Non
     status["base_model"] = base
     status["adapters"] = adapters
 
-    summary = summarize_metrics(parse_prometheus(metrics.body)) if metrics.ok else summarize_metrics([])
+    samples = parse_prometheus(metrics.body) if metrics.ok else []
+    summary = summarize_metrics(samples)
     if not metrics.ok and status["reachable"]:
         status["errors"]["metrics"] = metrics.error
     status.update(summary)
-    status["requests_by_adapter"] = {a: summary["requests_by_model_label"].get(a) for a in adapters}
+    raw = adapter_stats.collect(samples)
+    add_adapter_rows(status, raw)
     return status
+
+
+def add_adapter_rows(status: dict[str, Any], raw: dict[str, Any] | None, now: float | None = None) -> None:
+    """The per-model rows of ``status`` from the middleware's raw figures (None: the server exposes none)."""
+    now = time.time() if now is None else now
+    status[RAW] = raw
+    rows = adapter_stats.adapter_rows(raw, status.get("base_model"), status.get("adapters") or [], now)
+    status["models"] = rows
+    status["never_used"] = adapter_stats.never_used(rows)
+    by_name = {r["model"]: r["requests"] for r in rows}
+    status["requests_by_adapter"] = {a: by_name.get(a) for a in status.get("adapters") or []}
+
+
+def public(status: dict[str, Any]) -> dict[str, Any]:
+    """The record as ``--json`` prints it: without the raw histogram buckets kept for the fleet's sum."""
+    return {k: v for k, v in status.items() if k != RAW}
 
 
 # ---------------------------------------------------------------- rendering
@@ -289,23 +310,50 @@ def render_status(st: dict[str, Any]) -> str:
         ("max adapters per batch", NA if not lora or lora["max_loras"] is None else lora["max_loras"]),
     ]
     out = [format_table(("what", "value"), rows)]
-    if st["adapters"]:
-        active = set(lora["active"]) if lora else set()
-        arows = []
-        for name in st["adapters"]:
-            count = st["requests_by_adapter"].get(name)
-            now = "busy" if name in active else ("idle" if lora else NA)
-            arows.append((name, NA if count is None else count, now))
-        out.append("")
-        out.append(format_table(("adapter", "requests since start", "now"), arows, right=(1,)))
-        if all(v is None for v in st["requests_by_adapter"].values()):
-            out.append(
-                "requests per adapter: n/a - vLLM counts every request under the base model's name "
-                "(vllm:request_success_total{model_name=...}); see 'requests finished' for the total"
-            )
+    if st.get("models"):
+        out += ["", render_models(st["models"], lora)]
+        if st.get(RAW) is None:
+            out.append("per-adapter figures: n/a - the server exposes no lorafleet_* metrics (deploy again: "
+                       "the lorafleet_metrics middleware counts each adapter)")
+        elif st.get("never_used"):
+            out.append(f"never used since the server started: {', '.join(st['never_used'])} "
+                       "(declared or served, no request: candidates to remove)")
     for what, err in st["errors"].items():
         out.append(f"warning: {what}: {err}")
     return "\n".join(out)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return NA
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _ago(row: dict[str, Any]) -> str:
+    if row["never_used"]:
+        return "NEVER"
+    if row["idle_s"] is None:
+        return NA
+    return format_duration(row["idle_s"]) + " ago"
+
+
+def _yes(value: bool | None) -> str:
+    return NA if value is None else ("yes" if value else "no")
+
+
+def render_models(models: Sequence[dict[str, Any]], lora: dict[str, Any] | None = None) -> str:
+    """One row per served name (and per fixed label that saw requests), from the lorafleet_* metrics."""
+    active = set(lora["active"]) if lora else set()
+    rows = []
+    for r in models:
+        manifest = "base" if r["kind"] == "base" else ("-" if r["kind"] != "adapter" else _yes(r["in_manifest"]))
+        tokens = NA if r["prompt_tokens"] is None else f"{r['prompt_tokens']:,}/{r['completion_tokens']:,}"
+        now = ("busy" if r["model"] in active else "idle") if lora and r["kind"] == "adapter" else ""
+        rows.append((r["model"], manifest, _num(r["requests"]), _num(r["errors"]), _seconds(r["p50_s"]),
+                     _seconds(r["p99_s"]), _seconds(r["ttft_p50_s"]), tokens, _num(r["tool_calls"]), _ago(r), now))
+    headers = ("model", "manifest", "requests", "errors", "p50", "p99", "TTFT p50", "tokens in/out", "tool calls",
+               "last used", "now")
+    return format_table(headers, rows, right=(2, 3, 4, 5, 6, 7, 8))
 
 
 def status_exit_code(st: dict[str, Any]) -> int:
@@ -313,11 +361,35 @@ def status_exit_code(st: dict[str, Any]) -> int:
     return 0 if st["reachable"] and st["base_model"] else 1
 
 
-def run_status(endpoint: Endpoint, as_json: bool = False, timeout: float = 10.0) -> int:
-    """Print the status of ``endpoint`` (table or JSON) and return the exit code."""
-    st = collect_status(endpoint, timeout=timeout)
-    if as_json:
-        print(json.dumps(st, indent=2, sort_keys=True))
-    else:
-        print(render_status(st))
-    return status_exit_code(st)
+def run_status(endpoint: Endpoint, as_json: bool = False, timeout: float = 10.0, watch: float | None = None) -> int:
+    """Print the status of ``endpoint`` (table or JSON) and return the exit code; every ``watch`` s until Ctrl-C."""
+
+    def show() -> int:
+        st = collect_status(endpoint, timeout=timeout)
+        # watched JSON: one document per line, for a script that reads them as they come
+        print(json.dumps(public(st), sort_keys=True, indent=None if watch else 2) if as_json else render_status(st))
+        return status_exit_code(st)
+
+    return repeat(show, watch, clear=not as_json)
+
+
+def repeat(show: Callable[[], int], every: float | None, clear: bool, sleep: Callable[[float], None] = time.sleep,
+           rounds: int | None = None) -> int:
+    """``show()`` once, or every ``every`` seconds (the screen cleared first) until Ctrl-C; its last exit code."""
+    if not every:
+        return show()
+    code, done = 0, 0
+    try:
+        while rounds is None or done < rounds:
+            if clear:
+                print("\033[H\033[2J", end="")
+            code = show()
+            if clear:
+                print(f"\nevery {every:g} s, {datetime.now().strftime('%H:%M:%S')}; Ctrl-C to stop")
+            sys.stdout.flush()
+            done += 1
+            if rounds is None or done < rounds:
+                sleep(every)
+    except KeyboardInterrupt:
+        pass
+    return code

@@ -62,21 +62,25 @@ def test_the_check_is_given_every_plugin_vllm_is_given(local_data):
     _, script = check_args(serving_plan.image_check_command(s))
     assert script[4:] == ["--tool-parser-plugin", layout.container_script("functiongemma_tool_parser.py"),
                           "--tool-call-parser", layout.PROJECT_TOOL_PARSER,
-                          "--middleware", layout.MIDDLEWARE[0]]
+                          *middleware_args()]
+
+
+def middleware_args() -> list[str]:
+    return [arg for m in layout.MIDDLEWARE for arg in ("--middleware", m)]
 
 
 def test_a_middleware_and_chat_template_of_the_users_are_checked_too(local_data):
     s = settings(local_data, extra_vllm_args=["--middleware=mine.Middle", "--chat_template", "/var/tmp/lorafleet/models/t.jinja",
                                               "--middleware", "mine.Other", "--seed", "0"])
-    assert serving_plan.plugin_args(s)[4:] == ["--middleware", layout.MIDDLEWARE[0], "--middleware", "mine.Middle",
+    assert serving_plan.plugin_args(s)[4:] == [*middleware_args(), "--middleware", "mine.Middle",
                                                "--chat-template", "/var/tmp/lorafleet/models/t.jinja",
                                                "--middleware", "mine.Other"]
 
 
 def test_vllms_own_parser_is_checked_by_name_and_no_parser_without_tool_calling(gpu_data):
     builtin = serving_plan.plugin_args(settings(gpu_data, tool_call_parser="functiongemma"))
-    assert builtin == ["--tool-call-parser", "functiongemma", "--middleware", layout.MIDDLEWARE[0]]
-    assert serving_plan.plugin_args(settings(gpu_data, enable_tool_calling=False)) == ["--middleware", layout.MIDDLEWARE[0]]
+    assert builtin == ["--tool-call-parser", "functiongemma", *middleware_args()]
+    assert serving_plan.plugin_args(settings(gpu_data, enable_tool_calling=False)) == middleware_args()
 
 
 def test_the_check_script_is_shipped_with_the_serve_files_but_restarts_nothing(local_data, monkeypatch, tmp_path):

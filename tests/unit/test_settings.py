@@ -62,6 +62,8 @@ BAD_INPUTS = [
     ("duplicate adapter names", {"adapters": [{"name": "sql", "hub": "a/b"}, {"name": "sql", "hub": "a/c"}]}, "two adapters are named 'sql'"),
     ("unsafe adapter name", {"adapters": [{"name": "../etc", "hub": "a/b"}]}, "name is not a safe identifier"),
     ("adapter named like the base", {"adapters": [{"name": "functiongemma-270m-it", "hub": "a/b"}]}, "equals served_model_name"),
+    ("adapter named like a metrics label", {"adapters": [{"name": "Unknown_Model", "hub": "a/b"}]},
+     "the per-adapter metrics keep"),
     ("missing adapter source", {"adapters": [{"name": "sql", "path": "/nonexistent/sql-lora"}]}, "does not exist on this laptop"),
     ("adapter with two sources", {"adapters": [{"name": "sql", "path": "/x", "hub": "a/b"}]}, "give exactly one source"),
     ("space at a name's edge in a storage path", {"adapters_root": "/mnt/e/AI /adapters"}, "adapters_root='/mnt/e/AI /adapters' must be a folder"),
