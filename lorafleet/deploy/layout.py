@@ -45,8 +45,9 @@ SERVE_FILES = {
     # Run in a throwaway container of a new image before vLLM is recreated on it: the plugins import there.
     "check_image.py": FILES_DIR / "serving" / "check_image.py",
 }
-# Serve files vLLM never runs: no part of the server hash, so a change to them restarts nothing.
-NOT_RUN_BY_VLLM = ("check_image.py",)
+# Serve files vLLM never runs (the image check; the adapter check, run on hub downloads in a throwaway
+# container): no part of the server hash, so a change to them restarts nothing.
+NOT_RUN_BY_VLLM = ("check_image.py", "adapter_check.py")
 # What vLLM imports with --middleware (module beside the entrypoint, on its PYTHONPATH). vLLM adds them in this
 # order and the last is outermost: the metrics see every answer, the 401 of vLLM's key check and the 400 of the first.
 MIDDLEWARE = ("lorafleet_middleware.ToolResultNames", "lorafleet_metrics.AdapterMetrics")

@@ -92,6 +92,8 @@ def test_the_check_script_is_shipped_with_the_serve_files_but_restarts_nothing(l
     edited.write_text(SCRIPT.read_text() + "\n# edited\n")
     monkeypatch.setitem(layout.SERVE_FILES, "check_image.py", edited)
     assert serving_plan.server_hash(s) == before, "vLLM never runs it: an edit must not recreate the server"
+    monkeypatch.setitem(layout.SERVE_FILES, "adapter_check.py", edited)  # run on hub downloads, never by vLLM
+    assert serving_plan.server_hash(s) == before, "an edit of the adapter check must not recreate the server"
     monkeypatch.setitem(layout.SERVE_FILES, "entrypoint.py", edited)
     assert serving_plan.server_hash(s) != before, "a file vLLM runs is part of the server hash"
 
