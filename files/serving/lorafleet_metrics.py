@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import os
 import time
 
@@ -229,7 +230,11 @@ class AdapterMetrics:
 
         async def watched(message):
             try:
-                await send(self._watch(r, message))
+                message = self._watch(r, message)
+            except Exception:  # noqa: BLE001 - a metric is never worth an answer: send it as vLLM wrote it
+                _log_once("reading an answer")
+            try:
+                await send(message)
             except BaseException:  # the server could not write to the client: it left (uvicorn: OSError)
                 r.disconnected = True
                 raise
@@ -246,7 +251,10 @@ class AdapterMetrics:
             raise
         finally:
             _CURRENT.reset(token)
-            self._count(scope, r)
+            try:
+                self._count(scope, r)
+            except Exception:  # noqa: BLE001 - never fail a request, or hide its own error, over a metric
+                _log_once("counting a request")
 
     def declare(self) -> None:
         """Before each scrape: the manifest's adapters, each with a zero count until used (an idle one shows)."""
@@ -387,6 +395,16 @@ class AdapterMetrics:
             m.tool_calls.labels(name).inc(r.tool_calls)
         if r.tool_call_failures:
             m.tool_call_failures.labels(name).inc(r.tool_call_failures)
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_once(what: str) -> None:
+    """One traceback per kind of failure in vLLM's log, not one per request."""
+    if what not in _LOGGED:
+        _LOGGED.add(what)
+        logging.getLogger("lorafleet_metrics").exception("per-adapter metrics failed %s; the request went on", what)
 
 
 def _outcome(status: int | None) -> str:

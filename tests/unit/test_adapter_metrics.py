@@ -357,3 +357,14 @@ def test_the_deploy_ships_the_metrics_outermost_and_vllm_can_import_it_by_name(m
     assert MIDDLEWARE.index("lorafleet_metrics.AdapterMetrics") == len(MIDDLEWARE) - 1, "vLLM: the last added is outermost"
     mod.AdapterMetrics(lambda *a: None)  # built as vLLM builds it, around an app, with the default registry
     mod.AdapterMetrics(lambda *a: None)  # twice: vLLM may build the stack again
+
+
+def test_a_failing_metric_never_fails_the_request(box, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a broken collector")
+
+    monkeypatch.setattr(box.metrics.requests, "labels", broken)
+    monkeypatch.setattr(box, "_stream_events", broken)
+    assert post(box, {"model": "weather", "messages": []})[0] == 200
+    status, text = post(box, {"model": "weather", "messages": [], "stream": True, "stream_options": {"include_usage": True}})
+    assert status == 200 and text.endswith(b"data: [DONE]\n\n") and b'"usage"' in text, "sent as vLLM wrote it"
