@@ -270,9 +270,15 @@ class AdapterMetrics:
         self._declared = names
 
     def _zero(self, name: str) -> None:
-        """A series for each outcome from the start: Prometheus' rate() sees no increase in a series' first value."""
+        """Every series of a served name from the start, at zero: Prometheus' rate() sees no increase in a series'
+        first value, so a counter or histogram born with the first request would show nothing for it."""
+        m = self.metrics
         for outcome in OUTCOMES:
-            self.metrics.requests.labels(name, outcome)
+            m.requests.labels(name, outcome)
+        for stream in ("true", "false"):
+            m.latency.labels(name, stream)
+        for series in (m.ttft, m.prompt_tokens, m.completion_tokens, m.tool_calls, m.tool_call_failures):
+            series.labels(name)
 
     def note_loaded(self, scope) -> None:
         """Before each scrape: the adapters vLLM's registry holds now (loaded at start-up or at runtime)."""

@@ -267,6 +267,11 @@ def test_a_scrape_notes_the_adapters_vllm_has_loaded(box):
     zeros = {dict(labels)["model"] for (name, labels), v in m.items() if name == "lorafleet_requests_total" and v == 0}
     assert zeros == {"weather", "sql", "email", BASE, "unknown_model", "unauthorized"}, \
         "every served name has its series from the first scrape: rate() sees its first request"
+    for series in ("lorafleet_time_to_first_token_seconds_count", "lorafleet_completion_tokens_total",
+                   "lorafleet_prompt_tokens_total", "lorafleet_tool_calls_total"):
+        assert (series, frozenset({"model": "weather"}.items())) in m, f"{series} at zero before any request"
+    assert (("lorafleet_request_duration_seconds_count", frozenset({"model": "weather", "stream": "true"}.items()))
+            in m), "the latency histogram too: the dashboard's quantiles need its first value before the first request"
 
 
 def test_other_paths_pass_untouched(box):
