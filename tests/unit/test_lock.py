@@ -42,6 +42,10 @@ def test_a_waiting_deploy_gets_the_lock_when_it_is_released(tmp_path):
     path = str(tmp_path / "deploy.lock")
     lock("acquire", path, "0", A)
     waiting = subprocess.Popen(["bash", str(LOCK_SCRIPT), "acquire", path, "20", B], stderr=subprocess.PIPE, text=True)
+    # Released only once B is seen waiting on A's lock: a lock that never waited would have failed B by now.
+    assert waiting.stderr.readline().startswith(f"lorafleet: waiting up to 20s for the deploy lock, held by {A}")
+    assert waiting.poll() is None, "B waits while A holds the lock"
+    assert lock("show", path).stdout.strip() == A
     lock("release", path, A)
     assert waiting.wait(timeout=30) == 0
     assert lock("show", path).stdout.strip() == B
