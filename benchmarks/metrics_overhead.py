@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import time
@@ -31,6 +30,7 @@ import yaml
 
 from lorafleet.deploy.layout import SERVE_FILES
 from tests.support.scenario import API_KEY, converged, docker_engine_problem, sh
+from tests.support.modules import load_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = "lorafleet_metrics.AdapterMetrics"
@@ -65,9 +65,7 @@ def in_process(rounds: int = 5000) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    spec = importlib.util.spec_from_file_location("lorafleet_metrics", SERVE_FILES["lorafleet_metrics.py"])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("lorafleet_metrics", SERVE_FILES["lorafleet_metrics.py"])
     registry = SimpleNamespace(base_model_paths=[SimpleNamespace(name="base")],
                                lora_requests={f"adapter{i}": None for i in range(50)})
     owner = SimpleNamespace(state=SimpleNamespace(openai_serving_models=registry))

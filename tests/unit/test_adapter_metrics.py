@@ -10,7 +10,6 @@ back through the real prometheus_client, from the text it exposes, as vLLM's ``/
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from lorafleet.deploy.layout import MIDDLEWARE, SERVE_FILES
 from lorafleet.tools.status import parse_prometheus
+from tests.support.modules import load_file
 
 KEY = "sk-right"
 BASE = "functiongemma-demo"
@@ -30,10 +30,8 @@ BASE = "functiongemma-demo"
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("lorafleet_metrics", SERVE_FILES["lorafleet_metrics.py"])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["lorafleet_metrics"] = module  # as vLLM imports it: where the tool parser plugin finds it
+    # Registered as vLLM imports it: where the tool parser plugin finds it.
+    module = load_file("lorafleet_metrics", SERVE_FILES["lorafleet_metrics.py"], register=True)
     yield module
     sys.modules.pop("lorafleet_metrics", None)
 

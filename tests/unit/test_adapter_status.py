@@ -6,7 +6,6 @@ the names and labels status reads are the ones the server writes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -16,6 +15,7 @@ from lorafleet.deploy.layout import SERVE_FILES
 from lorafleet.tools import adapter_stats
 from lorafleet.tools.fleet import fleet_models, render_fleet_status
 from lorafleet.tools.status import RAW, add_adapter_rows, parse_prometheus, public, render_status, repeat
+from tests.support.modules import load_file
 
 NOW = 1.8e9
 BASE = "functiongemma-demo"
@@ -23,10 +23,7 @@ BASE = "functiongemma-demo"
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("lorafleet_metrics_for_status", SERVE_FILES["lorafleet_metrics.py"])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("lorafleet_metrics_for_status", SERVE_FILES["lorafleet_metrics.py"])
 
 
 def page(mod, requests: dict, latencies: dict = {}, ttfts: dict = {}, declared=(), last: dict = {}) -> str:

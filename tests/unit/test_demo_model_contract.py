@@ -4,7 +4,6 @@ build time and by the infra/e2e suites against a real vLLM.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from lorafleet.deploy.layout import DEMO_BUILDER, DEMO_FILES, DEMO_TRAINER
 from lorafleet.functiongemma import parse_calls, render_call
+from tests.support.modules import load_file
 
 SCRIPT = DEMO_BUILDER
 
@@ -25,10 +25,7 @@ VLLM_ARG_RE = re.compile(r"(\w+):<escape>(.*?)<escape>", re.DOTALL)
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("build_demo_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # stdlib only at import time: torch is imported inside main()
-    return module
+    return load_file("build_demo_model", SCRIPT)  # stdlib only at import time: torch is imported inside main()
 
 
 def vllm_parse(text: str) -> list[tuple[str, dict]]:
@@ -133,9 +130,7 @@ def test_the_builder_needs_the_shared_files_beside_it(demo, tmp_path, capsys):
     alone.mkdir()
     for name in [SCRIPT.name, *demo.BUILDER_PARTS]:  # the builder's own files, without the shared ones
         shutil.copy(SCRIPT.parent / name, alone / name)
-    spec = importlib.util.spec_from_file_location("build_demo_model_alone", alone / SCRIPT.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("build_demo_model_alone", alone / SCRIPT.name)
     assert module.main(["--out", str(tmp_path / "out")]) == 2
     assert "functiongemma.py (lorafleet/functiongemma.py, shared with the lorafleet package) must be beside" in capsys.readouterr().err
     # shipped beside it, as the deploy ships them: found, and part of the inputs hash

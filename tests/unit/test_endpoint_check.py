@@ -12,6 +12,7 @@ import pytest
 
 from lorafleet.tools.cli import main as cli_main
 from tests.support.fake_server import FakeConfig, running_fake_server
+from tests.support.modules import load_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "lorafleet" / "tools" / "check.py"
 
@@ -124,15 +125,11 @@ def test_cut_call(text: str | None, reason: str, cut: bool) -> None:
 
 
 def test_the_default_budget_fits_every_demo_adapters_call() -> None:
-    import importlib.util
-
     from lorafleet.deploy.layout import DEMO_BUILDER
     from lorafleet.functiongemma import END, ESCAPE, START
     from lorafleet.tools.check import DEFAULT_MAX_TOKENS
 
-    spec = importlib.util.spec_from_file_location("build_demo_model", DEMO_BUILDER)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)  # stdlib only at import time
+    demo = load_file("build_demo_model", DEMO_BUILDER)  # stdlib only at import time
     calls = {name: demo.adapter_spec(name)["call_text"] for name in demo.KNOWN_ADAPTERS}
     assert "alarm" in calls
 

@@ -7,7 +7,6 @@ The e2e suite runs every query against a real Prometheus scraping the local stac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
@@ -15,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from lorafleet.deploy.layout import PROJECT_ROOT, SERVE_FILES
+from tests.support.modules import load_file
 
 MONITORING = PROJECT_ROOT / "monitoring"
 # vLLM 0.32's names the dashboard may use (counters exposed with _total), read in vllm/v1/metrics/loggers.py.
@@ -27,9 +27,7 @@ PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "rate", "irate", "increase"
 
 
 def our_names() -> set[str]:
-    spec = importlib.util.spec_from_file_location("lorafleet_metrics_names", SERVE_FILES["lorafleet_metrics.py"])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("lorafleet_metrics_names", SERVE_FILES["lorafleet_metrics.py"])
     registry = CollectorRegistry()
     module.Metrics(registry)
     names = set()

@@ -7,13 +7,13 @@ server (which needs vLLM); the e2e suite runs it inside the real vLLM (test_tool
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 
 import pytest
 
 from lorafleet.deploy.layout import MIDDLEWARE, SERVE_FILES
 from lorafleet.functiongemma import ToolResultError, name_tool_results
+from tests.support.modules import load_file
 
 
 def call(call_id: str, name: str) -> dict:
@@ -69,10 +69,7 @@ def test_a_call_later_in_the_conversation_does_not_name_an_earlier_result():
 
 @pytest.fixture(scope="module")
 def middleware_module():
-    spec = importlib.util.spec_from_file_location("lorafleet_middleware", SERVE_FILES["lorafleet_middleware.py"])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("lorafleet_middleware", SERVE_FILES["lorafleet_middleware.py"])
 
 
 class RecordingApp:
