@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 
 MANIFEST = os.environ.get("LORAFLEET_MANIFEST", "/lorafleet/adapters.json")
-APPLIED = "/tmp/lorafleet-applied.json"
+# What entrypoint.py started vLLM with and what each sync loaded since; tests point it elsewhere.
+APPLIED = os.environ.get("LORAFLEET_APPLIED", "/tmp/lorafleet-applied.json")
 BASE_URL = f"http://127.0.0.1:{os.environ.get('LORAFLEET_PORT', '8000')}"
 
 
