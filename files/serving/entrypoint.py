@@ -8,7 +8,7 @@ import os
 import sys
 
 MANIFEST = os.environ.get("LORAFLEET_MANIFEST", "/lorafleet/adapters.json")
-APPLIED = "/tmp/lorafleet-applied.json"
+APPLIED = os.environ.get("LORAFLEET_APPLIED", "/tmp/lorafleet-applied.json")  # sync_adapters.py reads it
 
 
 def main() -> None:
