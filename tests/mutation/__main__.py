@@ -55,7 +55,11 @@ TARGETS = [
     "files/serving/sync_adapters.py",
 ]
 IMPORT_TIME = "(import)"
+SCRIPT_NAMED_BY = {"files/lock/lock.sh": ("LOCK_SCRIPT", "lock.sh")}  # the tests reach it through deployer.py
 DURATIONS: dict[str, float] = {}  # test id -> seconds, from the map's run
+# Seconds of tests (as the map's run measured them) a mutant gets: all that ran its line, up to
+# BUDGET_RAN; for a line run at import or a bash script, whose tests are chosen by name, BUDGET_NAMED.
+BUDGET_RAN, BUDGET_NAMED = 12.0, 6.0
 
 
 def out_dir(args) -> Path:
@@ -104,10 +108,12 @@ def build_map(out: Path) -> None:
 
 
 def tests_for(mutant: Mutant, line_map: dict, durations: dict, suite_files: list[str]) -> list[str]:
-    if mutant.path.endswith(".sh"):
-        name = Path(mutant.path).name
-        files = [f for f in suite_files if name in (ROOT / f).read_text()]
-        return sorted({t for t in durations if t.split("::")[0] in files}, key=lambda t: durations[t])
+    """The tests that try a mutant, quickest first, cut at a budget of their measured time."""
+    if mutant.path.startswith("files/") and not line_map.get(mutant.path):
+        # a host script the tests run in a shell or a process of their own: the tests that name it
+        names = SCRIPT_NAMED_BY.get(mutant.path, (Path(mutant.path).name,))
+        files = [f for f in suite_files if any(name in (ROOT / f).read_text() for name in names)]
+        return within(BUDGET_NAMED, {t for t in durations if t.split("::")[0] in files}, durations)
     by_line = line_map.get(mutant.path, {})
     first_lines = statement_lines(mutant.path)
     tests: set[str] = set()
@@ -115,8 +121,21 @@ def tests_for(mutant: Mutant, line_map: dict, durations: dict, suite_files: list
         tests |= set(by_line.get(str(first_lines.get(n, n)), []))
     if IMPORT_TIME in tests:
         tests.discard(IMPORT_TIME)
-        tests |= import_time_tests(mutant.path, line_map, suite_files)
-    return sorted(tests, key=lambda t: (durations.get(t, 0.0), t))
+        return within(BUDGET_NAMED, tests | import_time_tests(mutant.path, line_map, suite_files), durations)
+    return within(BUDGET_RAN, tests, durations)
+
+
+def within(budget: float, tests: set[str], durations: dict) -> list[str]:
+    """Quickest first, as many as fit in `budget` seconds (at least one). A mutant most tests would kill
+    dies in the first ones; the budget bounds what a survivor costs. Fewer tests can only count fewer
+    mutants killed, never more."""
+    chosen, spent = [], 0.0
+    for test in sorted(tests, key=lambda t: (durations.get(t, 0.0), t)):
+        spent += durations.get(test, 0.0)
+        if chosen and spent > budget:
+            break
+        chosen.append(test)
+    return chosen
 
 
 def import_time_tests(path: str, line_map: dict, suite_files: list[str]) -> set[str]:
@@ -216,8 +235,10 @@ def main() -> int:
 
     results_path = out / "results.jsonl"
     previous = {}
-    if args.retry_survivors and results_path.exists():
-        previous = {r["id"]: r for r in map(json.loads, results_path.read_text().splitlines())}
+    if args.retry_survivors:  # the last run's results, and what an interrupted run had done
+        for path in (results_path, out / "progress.jsonl"):
+            if path.exists():
+                previous.update({r["id"]: r for r in map(json.loads, path.read_text().splitlines())})
     todo, done = [], []
     for target in targets:
         for mutant in mutants(target, (ROOT / target).read_text()):
@@ -247,7 +268,7 @@ def main() -> int:
                 free.append(workspace)
         return {**record, "status": status, "seconds": round(seconds, 2), "detail": detail}
 
-    progress = (out / "progress.jsonl").open("w", encoding="utf-8")
+    progress = (out / "progress.jsonl").open("a" if args.retry_survivors else "w", encoding="utf-8")
     with ThreadPoolExecutor(args.jobs) as pool:
         for i, record in enumerate(as_completed(pool.submit(run, m) for m, _ in todo), 1):
             record = record.result()

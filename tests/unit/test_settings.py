@@ -335,3 +335,102 @@ def test_storage_roots_with_a_space_and_an_apostrophe_are_accepted_and_reach_the
     env = render_gateway_env(s, "box")
     assert "MODELS_ROOT='/mnt/d/Ana\\'s models/base'\n" in env and "STACK_DIR='/opt/lora fleet'\n" in env
     assert "GATEWAY_CONTAINER=lorafleet-gateway\n" in env, "a plain value stays bare: a bootstrapped .env is unchanged"
+
+
+def _golden_cases() -> list[tuple[str, dict, Secrets]]:
+    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS
+
+    key = Secrets(hf_token="hf_x", api_key="k")
+    cases = [(name, overrides, TOKEN) for name, overrides, _ in BAD_INPUTS]
+    cases += [(f"vllm_env sets {name}", {"vllm_env": {name: "x"}}, TOKEN) for name in MANAGED_ENV]
+    cases += [(f"extra_vllm_args carries --{flag}", {"extra_vllm_args": [f"--{flag}", "x"]}, TOKEN) for flag in MANAGED_FLAGS]
+    cases += [
+        ("no key and none asked for", {"generate_api_key": False}, Secrets(hf_token="hf_x")),
+        ("a key on two lines", {}, Secrets(hf_token="hf_x", api_key="sk-a\nb")),
+        ("a token on two lines", {}, Secrets(hf_token="hf_a\nb", api_key="k")),
+        ("a base that is no hub id", {"base_model": "not a repo"}, key),
+        ("gateway mode without its container", {"network_mode": "gateway", "gateway_container": ""}, key),
+        ("published beyond loopback on purpose", {"network_mode": "publish", "publish_address": "0.0.0.0",
+                                                  "publish_beyond_loopback": True}, key),
+        ("float16", {"dtype": "float16"}, key),
+        ("unpinned hub sources", {"adapters": [{"name": "sql", "hub": "a/b"}]}, key),
+        ("unpinned hub sources, pinning required", {"adapters": [{"name": "sql", "hub": "a/b"}],
+                                                    "require_pinned_revisions": True}, key),
+        ("a gated base without a token", {"base_model_gated": True}, Secrets(api_key="k")),
+        ("more adapters than max_loras", {"max_loras": 1, "adapters": [
+            {"name": f"a{i}", "hub": "a/b", "revision": "0" * 40} for i in range(2)]}, key),
+        ("more adapters than a set max_cpu_loras", {"max_loras": 1, "max_cpu_loras": 1, "adapters": [
+            {"name": f"a{i}", "hub": "a/b", "revision": "0" * 40} for i in range(2)]}, key),
+        ("the cache holding the stack", {"cache_root": "/srv/lf", "stack_dir": "/srv/lf/stack"}, key),
+        ("the cache inside the models", {"cache_root": "/mnt/d/AI_Models/base/cache"}, key),
+    ]
+    return cases
+
+
+def test_every_refusal_and_warning_reads_as_the_golden_file_says(gpu_data):
+    """The whole text the user reads for each bad input, against tests/fixtures/settings_messages.txt: a
+    message that loses its setting, value or fix shows in the diff. After a deliberate change, write it
+    anew with LORAFLEET_UPDATE_GOLDEN=1 and review the diff."""
+    import os
+
+    golden = Path(__file__).resolve().parents[1] / "fixtures" / "settings_messages.txt"
+    lines = []
+    for name, overrides, secrets in _golden_cases():
+        lines.append(f"== {name}")
+        try:
+            settings = build_settings({**gpu_data, **overrides}, secrets)
+        except SettingsError as refused:
+            lines.append(str(refused))
+        else:
+            lines += ["accepted, warnings:", *(f"  - {w}" for w in settings.warnings)]
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text(), "a message changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+
+
+def test_each_managed_variable_and_flag_names_a_real_setting_or_why():
+    from lorafleet.deploy.settings import MANAGED_ENV, MANAGED_FLAGS, setting_names
+
+    for owner in [*MANAGED_ENV.values(), *MANAGED_FLAGS.values()]:
+        named = [part for part in owner.replace(",", " ").split() if part in setting_names()]
+        assert owner.startswith("because ") or owner.startswith("LORAFLEET_API_KEY (the 0600 env file)") or named, owner
+
+
+def test_settings_and_secrets_cannot_be_changed_once_read(gpu_data):
+    """One deploy's steps all read the same settings: none can change them on the way."""
+    from dataclasses import FrozenInstanceError
+
+    s = build_settings(gpu_data, TOKEN)
+    with pytest.raises(FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        s.secrets.api_key = "other"  # type: ignore[misc]
+    assert repr(s.secrets) == "Secrets(<hidden>)" and "key-for-tests" not in repr(s)
+
+
+def test_adapters_must_be_trained_on_the_served_base(gpu_data, local_data):
+    from lorafleet.adapters.check import DEMO_BASE_NAME
+
+    assert build_settings(gpu_data, TOKEN).adapter_base_name == gpu_data["base_model"]
+    assert build_settings(local_data, TOKEN).adapter_base_name == DEMO_BASE_NAME
+
+
+@pytest.mark.parametrize("dtype, served", [("auto", ""), ("bfloat16", "bfloat16"), ("float32", "float32")])
+def test_auto_leaves_the_dtype_to_the_gpu_check(gpu_data, dtype, served):
+    assert build_settings({**gpu_data, "dtype": dtype}, TOKEN).served_dtype == served
+
+
+@pytest.mark.parametrize("key", sorted(__import__("lorafleet.deploy.settings", fromlist=["x"]).UNDECLARED_CONNECTOR_KEYS))
+def test_host_data_pyinfras_connectors_set_without_declaring_it_is_not_refused(gpu_data, key):
+    build_settings({**gpu_data, key: "x"}, TOKEN)
+
+
+def test_a_helper_of_the_users_does_not_hide_a_typo_after_it(gpu_data):
+    with pytest.raises(SettingsError, match="zz_colour is not a lorafleet setting"):
+        build_settings({**gpu_data, "_helper": 1, "zz_colour": "blue"}, TOKEN)
+
+
+def test_a_cpu_cache_with_exactly_one_slot_per_adapter_is_enough(gpu_data):
+    adapters = [{"name": f"a{i}", "hub": "a/b", "revision": "0" * 40} for i in range(3)]
+    build_settings({**gpu_data, "adapters": adapters, "max_loras": 2, "max_cpu_loras": 3}, TOKEN)
