@@ -69,3 +69,38 @@ def test_what_lands_on_the_host_reads_as_the_golden_file_says(case):
         golden.write_text(text)
     assert text == golden.read_text(), f"{golden.name} changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
     assert "sk-golden" not in text and "hf_golden" not in text
+
+
+def router_written(network_mode: str) -> str:
+    from lorafleet.deploy.fleet import endpoint_url, fleet_of, render_router_config
+    from lorafleet.deploy.router import plan as router
+
+    def box(name: str, adapters: tuple[str, ...], **overrides):
+        data = {**group_data("local"), "adapters": [{"name": n, "demo": True} for n in adapters], **overrides}
+        return build_settings(data, Secrets(api_key=f"sk-key-of-{name}"), check_sources=False)
+
+    a = box("box-a", ("weather", "sql", "email"), router_network_mode=network_mode, router_port=4100)
+    b = box("box-b", ("weather", "sql"), endpoint_host="box-b.tailnet")
+    fleet = fleet_of([("box-a", ["gpu", "router"], a), ("box-b", ["gpu"], b)], router_key="sk-user-router-key")
+    s = fleet.router_settings
+    parts = [
+        ("compose.yaml", router.compose(s)),
+        ("build", router.build_command(s) + "\n"),
+        ("start", router.start_command(s, fleet) + "\n"),
+        ("reload", router.reload_command(s, *router.expected(fleet)) + "\n"),
+        ("config.yaml", render_router_config(fleet)),
+        ("config.yaml, box-b drained", render_router_config(fleet, frozenset({"box-b"}))),
+        ("endpoints", f"{endpoint_url(a, 'box-a')} {endpoint_url(b, 'box-b')} {fleet.endpoint}\n"),
+    ]
+    return masked("".join(f"## {name}\n{body}" for name, body in parts))
+
+
+@pytest.mark.parametrize("network_mode", ["gateway", "publish"])
+def test_what_the_router_runs_reads_as_the_golden_file_says(network_mode):
+    golden = GOLDEN / f"router-{network_mode}.txt"
+    text = router_written(network_mode)
+    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden.name} changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    commands = text.split("## config.yaml")[0]  # the config is the 0600 file that holds the keys, by design
+    assert "sk-key-of-box" not in commands and "sk-user-router-key" not in commands
