@@ -155,3 +155,53 @@ def test_a_refused_or_rolled_back_image_is_checked_again_next_time():
     rolled_back = replace(server_hash="server-last-good")
     assert run(rolled_back, image_id=NEW_IMAGE).check_image
     assert run(rolled_back, image_id=NEW_IMAGE).check_image
+
+
+GOLDEN_CASES = [
+    ("nothing changed", {}, {}),
+    ("first deploy", {"exists": False, "running": False, "healthy": False, "server_hash": "", "served": None,
+                      "applied": {}, "env_applied": "", "image_id": ""}, {}),
+    ("first deploy, image not pulled yet", {"exists": False, "served": None, "image_id": ""}, {"image_id": None}),
+    ("stopped", {"running": False, "healthy": False, "served": None}, {}),
+    ("unhealthy", {"healthy": False}, {}),
+    ("new server hash", {"server_hash": "server-before"}, {}),
+    ("new server hash and a new image", {"server_hash": "server-before", "image_id": "sha256:image-before"}, {}),
+    ("new image only on the host", {"image_id": "sha256:image-before"}, {}),
+    ("gateway recreated", {"network_stale": True}, {}),
+    ("key rotated", {"env_applied": "env-before"}, {}),
+    ("key rotated, stopped", {"env_applied": "env-before", "running": False, "healthy": False}, {}),
+    ("an adapter added", {"served": ("sql",)}, {}),
+    ("an adapter removed", {"served": ("email", "sql", "old")}, {}),
+    ("an adapter updated", {"applied": {"sql": "v1", "email": "v1"}}, {}),
+    ("an adapter loaded by hand", {"applied": {"email": "v1"}}, {}),
+    ("served unknown", {"served": None}, {}),
+    ("no adapters declared, none served", {"served": (), "applied": {}}, {"versions": {}}),
+    ("everything at once", {"running": False, "healthy": False, "server_hash": "x", "network_stale": True,
+                            "env_applied": "x", "served": ("sql",), "image_id": "x"}, {}),
+]
+
+
+def test_every_decision_reads_as_the_golden_file_says():
+    """Each case's decision and the reasons the deploy logs, against tests/fixtures/serving_decisions.txt
+    (LORAFLEET_UPDATE_GOLDEN=1 writes it anew after a deliberate change)."""
+    import os
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "fixtures" / "serving_decisions.txt"
+    lines = []
+    for name, changes, kw in GOLDEN_CASES:
+        d = run(replace(**changes), **kw)
+        flags = [f for f in ("start", "recreate", "sync", "check_image") if getattr(d, f)] or ["nothing"]
+        lines += [f"== {name}: {' '.join(flags)}", *(f"  - {r}" for r in d.reasons)]
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text(), "a decision changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+
+
+def test_facts_are_read_from_the_hosts_answer():
+    facts = ServingFacts.from_fact({"exists": 1, "running": 1, "healthy": 0, "server_hash": None, "image_id": "i",
+                                    "network_stale": 1, "served": ["sql"], "applied": None}, "env")
+    assert facts == ServingFacts(exists=True, running=True, healthy=False, server_hash="", image_id="i",
+                                 network_stale=True, served=("sql",), applied={}, env_applied="env")
+    assert ServingFacts.from_fact({}, "").served is None
