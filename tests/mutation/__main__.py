@@ -7,10 +7,12 @@
 1. The map: the fast suite (tests/unit, tests/plan) runs once under coverage, each test's lines
    recorded under its id, in the pytest process and in every Python process it starts.
 2. Each mutant is written into a private copy of the repository and only the tests that ran its
-   lines are run there, quickest first, stopping at the first failure. A failure, an error or a
-   timeout kills the mutant; a mutant no test runs survives as "not run by any test".
-   Lines that run at import time (constants, tables, signatures) are tried by every test that ran
-   any line of their file. A bash script is tried by the tests of the files that name it.
+   lines are run there, quickest first, stopping at the first failure or when a budget of their
+   measured time is spent (see `within`). A failure, an error or a timeout kills the mutant (the
+   report counts timeouts apart); a mutant no test runs survives as "not run by any test".
+   Lines that run at import time (constants, tables, signatures) are tried by the tests that ran
+   their module's functions (see `import_time_tests`). A host script the tests run in a shell or a
+   process of their own is tried by the tests of the files that name it.
 
 Results go to /var/tmp/lorafleet-mutation (results.jsonl, one line a mutant; report.md).
 """
@@ -299,17 +301,21 @@ def render_report(results: list[dict], seconds: float) -> str:
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in results:
         per[r["path"]][r["status"]] += 1
-    rows = ["| module | mutants | killed | survived | not run by any test | killed % |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if r["status"] == "killed" and r.get("detail", "").startswith("timeout"):
+            per[r["path"]]["of them by timeout"] += 1
+    rows = ["| module | mutants | killed | of them by timeout | survived | not run by any test | killed % |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     total = defaultdict(int)
     for path, counts in per.items():
-        n = sum(counts.values())
+        n = counts["killed"] + counts["survived"] + counts["not run by any test"]
         for k, v in counts.items():
             total[k] += v
-        rows.append(f"| `{path}` | {n} | {counts['killed']} | {counts['survived']} | {counts['not run by any test']} "
-                    f"| {100 * counts['killed'] / n:.0f}% |")
-    n = sum(total.values())
-    rows.append(f"| **all** | {n} | {total['killed']} | {total['survived']} | {total['not run by any test']} "
-                f"| **{100 * total['killed'] / max(n, 1):.1f}%** |")
+        rows.append(f"| `{path}` | {n} | {counts['killed']} | {counts['of them by timeout']} | {counts['survived']} "
+                    f"| {counts['not run by any test']} | {100 * counts['killed'] / n:.0f}% |")
+    n = total["killed"] + total["survived"] + total["not run by any test"]
+    rows.append(f"| **all** | {n} | {total['killed']} | {total['of them by timeout']} | {total['survived']} "
+                f"| {total['not run by any test']} | **{100 * total['killed'] / max(n, 1):.1f}%** |")
     survivors = [f"- `{r['path']}:{r['line']}` {r['operator']} ({r['status']}): `{r['before'][:90]}` -> `{r['after'][:90]}`"
                  for r in results if r["status"] != "killed"]
     return "\n".join([*rows, "", f"tried in {seconds:.0f} s", "", "## Not killed", *survivors, ""])
