@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets as token_source
 import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -63,14 +64,21 @@ def box_key(project_root: Path, box: str, env: Mapping[str, str] = os.environ, c
 
 
 def _write_new_key(path: Path, key: str) -> None:
-    """Create `path` (0600) holding `key`, unless another deploy of the same run made it first."""
+    """Create `path` (0600) holding `key`, unless another deploy of the same run made it first.
+
+    The key is written to a file of its own, then linked into place: `path` never exists empty or
+    half-written, so a deploy that loses the race reads the winner's whole key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key + "\n")
+        os.link(draft, path)
     except FileExistsError:
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key + "\n")
+        pass
+    finally:
+        os.unlink(draft)
 
 
 def check_secret(name: str, value: str) -> None:

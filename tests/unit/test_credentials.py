@@ -178,6 +178,22 @@ def test_a_second_writer_leaves_the_first_key(tmp_path):
     _write_new_key(path, "sk-first")
     _write_new_key(path, "sk-second")
     assert path.read_text() == "sk-first\n"
+    assert [p.name for p in path.parent.iterdir()] == ["key"], "no draft is left beside it"
+
+
+def test_the_key_file_never_exists_without_its_whole_key(tmp_path, monkeypatch):
+    """The key is linked into place once written: a deploy that finds the file reads a whole key, never ""."""
+    path = tmp_path / "state" / "key"
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):
+        seen.append((Path(src).read_text(), Path(dst).exists()))
+        real_link(src, dst)
+
+    monkeypatch.setattr(credentials.os, "link", link)
+    _write_new_key(path, "sk-whole")
+    assert seen == [("sk-whole\n", False)] and path.read_text() == "sk-whole\n"
 
 
 def test_a_deploy_that_loses_the_race_reads_the_winners_key(tmp_path, monkeypatch):
