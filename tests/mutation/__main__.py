@@ -141,23 +141,22 @@ def within(budget: float, tests: set[str], durations: dict) -> list[str]:
 
 
 def import_time_tests(path: str, line_map: dict, suite_files: list[str]) -> set[str]:
-    """Who tries a mutant of a line run at import (a constant, a table row, a default): the tests that ran
-    the module's functions; for a module of constants, those that ran its users' functions; else the
-    tests in the files that name it. Every test would be too slow; fewer tests can only count fewer
+    """Who tries a mutant of a line run at import (a constant, a table row, a default): the tests in the
+    files that name the module, and the tests that ran its functions or, for a module of constants
+    (rules.py), its users' functions. Every test would be too slow; fewer tests can only count fewer
     mutants killed, never more."""
-    inside = function_body_lines(path)
-    ran = {t for n, ctxs in line_map.get(path, {}).items() if int(n) in inside for t in ctxs if t != IMPORT_TIME}
-    if ran:
-        return ran
     module = path.removesuffix(".py").replace("/", ".")
-    users = [t for t in TARGETS if t != path and t.endswith(".py") and module in (ROOT / t).read_text()]
-    if users:  # a module of constants only (rules.py): the tests that ran the functions using them
-        return set().union(*(import_time_tests(u, line_map, suite_files) for u in users))
     package, _, name = module.rpartition(".")
     pattern = re.compile(rf"\b{re.escape(module)}\b|from {re.escape(package)} import [^\n]*\b{name}\b|"
                          rf"\b{re.escape(Path(path).name)}\b")
     files = [f for f in suite_files if pattern.search((ROOT / f).read_text())]
-    return {t for t in DURATIONS if t.split("::")[0] in files}
+    named = {t for t in DURATIONS if t.split("::")[0] in files}
+    inside = function_body_lines(path)
+    ran = {t for n, ctxs in line_map.get(path, {}).items() if int(n) in inside for t in ctxs if t != IMPORT_TIME}
+    if not ran:
+        users = [t for t in TARGETS if t != path and t.endswith(".py") and module in (ROOT / t).read_text()]
+        ran = set().union(set(), *(import_time_tests(u, line_map, suite_files) for u in users))
+    return named | ran
 
 
 @functools.cache
