@@ -150,3 +150,42 @@ def test_the_command_line_warns_naming_the_adapter(tmp_path, capsys):
     folder = adapter(tmp_path, base_model_name_or_path=None)
     assert check.main([folder, "--max-lora-rank", "32", "--base-model", HUB_BASE, "--name", "sql"]) == 0
     assert capsys.readouterr().err.startswith("lorafleet: warning: adapter sql: adapter_config.json records no base")
+
+
+def test_the_known_bases_are_the_models_the_project_serves():
+    """FunctionGemma's identity as gpu.py sizes it (from its published config), the demo's as demo_models.py
+    builds it: a local copy of either is recognised by these values."""
+    import ast
+
+    from lorafleet.deploy.gpu import FUNCTIONGEMMA as fg
+
+    assert KNOWN_BASES[HUB_BASE] == {
+        "model_type": "gemma3_text", "num_hidden_layers": fg.layers, "hidden_size": fg.hidden,
+        "intermediate_size": fg.intermediate, "num_attention_heads": fg.heads, "num_key_value_heads": fg.kv_heads,
+        "head_dim": fg.head_dim, "vocab_size": fg.vocab}
+    source = (Path(__file__).resolve().parents[2] / "files" / "models" / "demo_models.py").read_text()
+    call = next(node for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Gemma3TextConfig")
+    built = {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
+    demo = KNOWN_BASES[check.DEMO_BASE_NAME]
+    assert demo == {"model_type": "gemma3_text", **{key: built[key] for key in demo if key != "model_type"}}
+    assert check.DEMO_BASE_NAME == "lorafleet/functiongemma-demo"
+
+
+@pytest.mark.parametrize("init", ["gaussian", "eva", "orthogonal", "mica", "lora_ga", "EVA"])
+def test_each_init_vllm_serves_passes(tmp_path, init):
+    assert check_adapter(adapter(tmp_path, init_lora_weights=init), 32, SERVED) == ([], [])
+
+
+@pytest.mark.parametrize("model_type", ["gemma", "gemma2", "gemma3", "gemma3_text", "llama", "mistral", "qwen2", "qwen3"])
+def test_bases_named_as_llama_is_have_projections_to_target(model_type):
+    names = check.module_names({"model_type": model_type, "num_hidden_layers": 1})
+    assert "model.layers.0.self_attn.q_proj" in names and "model.layers.0.mlp.down_proj" in names
+    assert check.module_names({"model_type": "gpt2", "num_hidden_layers": 1}) == ["lm_head", "model.embed_tokens"]
+
+
+def test_the_base_is_checked_unless_asked_not_to(tmp_path):
+    folder = adapter(tmp_path, base_model_name_or_path="someone/else")
+    assert check.check_adapter_dir(folder, 32, SERVED) and check.check_adapter(folder, 32, SERVED)[0]
+    assert check.check_adapter_dir(folder, 32, SERVED, check_base=False) == []
+    assert check.check_adapter_dir(folder, 32, HUB_BASE), "a hub id stands for its base"

@@ -104,3 +104,12 @@ def test_what_the_router_runs_reads_as_the_golden_file_says(network_mode):
     assert text == golden.read_text(), f"{golden.name} changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
     commands = text.split("## config.yaml")[0]  # the config is the 0600 file that holds the keys, by design
     assert "sk-key-of-box" not in commands and "sk-user-router-key" not in commands
+
+
+def test_a_plugin_flag_left_without_its_value_is_passed_on_empty():
+    """check_image.py then names the flag; vLLM itself would refuse the command line."""
+    s = build_settings({**group_data("gpu"), "extra_vllm_args": ["--chat-template"]}, SECRETS, check_sources=False)
+    assert plan.plugin_args(s)[-2:] == ["--chat-template", ""]
+    s = build_settings({**group_data("gpu"), "extra_vllm_args": ["--chat-template", "/t.jinja"]}, SECRETS,
+                       check_sources=False)
+    assert plan.plugin_args(s)[-2:] == ["--chat-template", "/t.jinja"]
