@@ -78,6 +78,15 @@ def cases(tmp_path: Path) -> list[tuple[str, str, Base, int]]:
         ("base a Colab folder", adapter(tmp_path, "colab", base_model_name_or_path="/content/functiongemma-270m-it"), SERVED, 32),
         ("base a Windows folder", adapter(tmp_path, "win", base_model_name_or_path="C:\\models\\fg"), SERVED, 32),
         ("base a home folder", adapter(tmp_path, "home", base_model_name_or_path="~/models/nowhere-here"), SERVED, 32),
+        ("base ~/fg", adapter(tmp_path, "tilde", base_model_name_or_path="~/fg-nowhere"), SERVED, 32),
+        ("base ./fg", adapter(tmp_path, "dot", base_model_name_or_path="./fg-nowhere"), SERVED, 32),
+        ("base D:fg", adapter(tmp_path, "drive", base_model_name_or_path="D:fg-nowhere"), SERVED, 32),
+        ("base models\\fg", adapter(tmp_path, "backslash", base_model_name_or_path="models\\fg"), SERVED, 32),
+        ("base a/b/c", adapter(tmp_path, "deep", base_model_name_or_path="a/b/c"), SERVED, 32),
+        ("peft_type missing", adapter(tmp_path, "no-type", peft_type=None), SERVED, 32),
+        ("rank 1", adapter(tmp_path, "r1", r=1), SERVED, 32),
+        ("rank_pattern at max", adapter(tmp_path, "rp-max", rank_pattern={"q_proj": 32}), SERVED, 32),
+        ("exclude_modules not names", adapter(tmp_path, "bad-exclude", exclude_modules=[3]), SERVED, 32),
         ("base a local copy", adapter(tmp_path, "copy", base_model_name_or_path=same), SERVED, 32),
         ("base a local copy named in its config", adapter(tmp_path, "named", base_model_name_or_path=named), SERVED, 32),
         ("base a local other model", adapter(tmp_path, "other", base_model_name_or_path=other), SERVED, 32),
@@ -189,3 +198,10 @@ def test_the_base_is_checked_unless_asked_not_to(tmp_path):
     assert check.check_adapter_dir(folder, 32, SERVED) and check.check_adapter(folder, 32, SERVED)[0]
     assert check.check_adapter_dir(folder, 32, SERVED, check_base=False) == []
     assert check.check_adapter_dir(folder, 32, HUB_BASE), "a hub id stands for its base"
+
+
+def test_the_served_base_cannot_change_once_read():
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        SERVED.names = ("other",)  # type: ignore[misc]
