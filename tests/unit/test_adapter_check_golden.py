@@ -36,6 +36,8 @@ def cases(tmp_path: Path) -> list[tuple[str, str, Base, int]]:
     named = local_base(tmp_path, "named-copy", _name_or_path=HUB_BASE, num_hidden_layers=1)
     no_config = tmp_path / "no-config"
     no_config.mkdir()
+    link = str(tmp_path / "link-to-upload")
+    os.symlink(no_config, link)
     c = [
         ("a plain LoRA", adapter(tmp_path, "plain"), SERVED, 32),
         ("rank above max", adapter(tmp_path, "r64", r=64), SERVED, 32),
@@ -95,6 +97,12 @@ def cases(tmp_path: Path) -> list[tuple[str, str, Base, int]]:
          Base(names=("someone/model",)), 32),
         ("base the uploaded folder", adapter(tmp_path, "upload", base_model_name_or_path=str(no_config)),
          Base(names=(str(no_config),), folder=str(no_config)), 32),
+        ("base the uploaded folder through a link", adapter(tmp_path, "upload-link", base_model_name_or_path=link),
+         Base(names=(str(no_config),), folder=str(no_config)), 32),
+        ("base another local model than the uploaded one", adapter(tmp_path, "upload-other", base_model_name_or_path=other),
+         Base(names=(str(no_config),), config=dict(KNOWN_BASES[HUB_BASE]), folder=str(no_config)), 32),
+        ("base named with a trailing slash", adapter(tmp_path, "slash", base_model_name_or_path=str(no_config)),
+         Base(names=(str(no_config) + "/",), folder=str(no_config) + "/"), 32),
         ("weights for lm_head", adapter(tmp_path, "w-head", weights={
             "base_model.model.lm_head.lora_A.weight": [8, 640], "base_model.model.lm_head.lora_B.weight": [262144, 8]}),
          SERVED, 32),
