@@ -129,6 +129,17 @@ def cases(tmp_path: Path) -> list[tuple[str, str, Base, int]]:
     (not_json / "adapter_config.json").write_text("{not json")
     a_list = Path(adapter(tmp_path, "a-list"))
     (a_list / "adapter_config.json").write_text("[1, 2]")
+    header_just_too_long = Path(adapter(tmp_path, "header-just-too-long"))
+    (header_just_too_long / check.SAFETENSORS).write_bytes((5).to_bytes(8, "little") + b"{}")
+    with_metadata = Path(adapter(tmp_path, "with-metadata"))
+    raw = json.dumps({"__metadata__": {"format": "pt"}, f"{Q}.lora_A.weight": {
+        "dtype": "F32", "shape": [8, 1], "data_offsets": [0, 32]}}).encode()
+    (with_metadata / check.SAFETENSORS).write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 32)
+    c += [("a header 3 bytes longer than the file", str(header_just_too_long), SERVED, 32),
+          ("weights with metadata", str(with_metadata), SERVED, 32),
+          ("weights named lora_A.weight alone", adapter(tmp_path, "w-short", weights={"lora_A.weight": [64, 640]}), SERVED, 32),
+          ("two matrices above max", adapter(tmp_path, "w-two", weights={
+              f"{Q}.lora_A.weight": [64, 640], f"{Q}.lora_B.weight": [1024, 64]}), SERVED, 32)]
     c += [("a pickle only", str(pickle_only), SERVED, 32), ("no weights", str(no_weights), SERVED, 32),
           ("truncated weights", str(truncated), SERVED, 32), ("a header longer than the file", str(huge_header), SERVED, 32),
           ("safetensors and a pickle", str(both), SERVED, 32), ("no adapter_config.json", str(no_config_at_all), SERVED, 32),
@@ -213,3 +224,9 @@ def test_the_served_base_cannot_change_once_read():
 
     with pytest.raises(FrozenInstanceError):
         SERVED.names = ("other",)  # type: ignore[misc]
+
+
+def test_the_command_line_needs_the_rank(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        check.main([adapter(tmp_path)])
+    assert exited.value.code == 2 and "--max-lora-rank" in capsys.readouterr().err

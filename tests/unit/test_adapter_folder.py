@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from lorafleet.adapters import folder
@@ -39,3 +40,11 @@ def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path, monkeypa
     os.utime(weights, ns=(1, 1))
     assert folder.folder_version(str(d), cache) != first
     assert reads == [str(weights)]
+
+
+def test_a_version_is_16_hex_digits_and_its_cache_makes_its_own_folders(tmp_path):
+    d = make(tmp_path)
+    cache = tmp_path / "state" / "deeper" / "fingerprints.json"
+    version = folder.folder_version(str(d), cache)
+    assert len(version) == 16 and int(version, 16) >= 0 and version == folder.folder_version(str(d))
+    assert list(json.loads(cache.read_text())) == sorted(str(p.resolve()) for p in d.iterdir())
