@@ -12,7 +12,7 @@
    report counts timeouts apart); a mutant no test runs survives as "not run by any test".
    Lines that run at import time (constants, tables, signatures) are tried by the tests that ran
    their module's functions (see `import_time_tests`). A host script the tests run in a shell or a
-   process of their own is tried by the tests of the files that name it.
+   process of their own is tried by all of its own tests (SCRIPT_TESTS).
 
 Results go to /var/tmp/lorafleet-mutation (results.jsonl, one line a mutant; report.md).
 """
@@ -57,10 +57,12 @@ TARGETS = [
     "files/serving/sync_adapters.py",
 ]
 IMPORT_TIME = "(import)"
-SCRIPT_NAMED_BY = {"files/lock/lock.sh": ("LOCK_SCRIPT", "lock.sh")}  # the tests reach it through deployer.py
+# The host scripts' own tests, which run them for real (in bash, or as a process against a stand-in).
+SCRIPT_TESTS = {"files/serving/start.sh": "tests/unit/test_start_script.py", "files/lock/lock.sh": "tests/unit/test_lock.py",
+                "files/serving/sync_adapters.py": "tests/unit/test_sync_adapters.py"}
 DURATIONS: dict[str, float] = {}  # test id -> seconds, from the map's run
 # Seconds of tests (as the map's run measured them) a mutant gets: all that ran its line, up to
-# BUDGET_RAN; for a line run at import or a bash script, whose tests are chosen by name, BUDGET_NAMED.
+# BUDGET_RAN; for a line run at import, whose tests are chosen by name, BUDGET_NAMED.
 BUDGET_RAN, BUDGET_NAMED = 12.0, 6.0
 
 
@@ -111,11 +113,10 @@ def build_map(out: Path) -> None:
 
 def tests_for(mutant: Mutant, line_map: dict, durations: dict, suite_files: list[str]) -> list[str]:
     """The tests that try a mutant, quickest first, cut at a budget of their measured time."""
-    if mutant.path.startswith("files/") and not line_map.get(mutant.path):
-        # a host script the tests run in a shell or a process of their own: the tests that name it
-        names = SCRIPT_NAMED_BY.get(mutant.path, (Path(mutant.path).name,))
-        files = [f for f in suite_files if any(name in (ROOT / f).read_text() for name in names)]
-        return within(BUDGET_NAMED, {t for t in durations if t.split("::")[0] in files}, durations)
+    if mutant.path in SCRIPT_TESTS and not line_map.get(mutant.path):
+        # a host script the tests run in a shell or a process of their own: its own tests, all of them
+        return sorted((t for t in durations if t.split("::")[0] == SCRIPT_TESTS[mutant.path]),
+                      key=lambda t: (durations[t], t))
     by_line = line_map.get(mutant.path, {})
     first_lines = statement_lines(mutant.path)
     tests: set[str] = set()
