@@ -138,6 +138,8 @@ def cases(tmp_path: Path) -> list[tuple[str, str, Base, int]]:
     c += [("a header 3 bytes longer than the file", str(header_just_too_long), SERVED, 32),
           ("weights with metadata", str(with_metadata), SERVED, 32),
           ("weights named lora_A.weight alone", adapter(tmp_path, "w-short", weights={"lora_A.weight": [64, 640]}), SERVED, 32),
+          ("weights named x.lora_A.weight", adapter(tmp_path, "w-three", weights={"x.lora_A.weight": [64, 640]}), SERVED, 32),
+          ("base /fg", adapter(tmp_path, "root-folder", base_model_name_or_path="/fg-nowhere"), SERVED, 32),
           ("two matrices above max", adapter(tmp_path, "w-two", weights={
               f"{Q}.lora_A.weight": [64, 640], f"{Q}.lora_B.weight": [1024, 64]}), SERVED, 32)]
     c += [("a pickle only", str(pickle_only), SERVED, 32), ("no weights", str(no_weights), SERVED, 32),

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from lorafleet.adapters.check import DEMO_BASE_NAME, KNOWN_BASES
 from lorafleet.adapters.declared import folder_problems_of, parse_adapters, served_base
 from tests.unit.test_adapter_check import SERVED, adapter
@@ -33,6 +35,8 @@ DECLARED = [
     ("a false source", [{"name": "sql", "demo": False}], "demo"),
     ("an entry without a name", [{"hub": "a/b"}], "hub"),
     ("an entry that is a string", ["sql"], "hub"),
+    ("a nameless entry, then a good one", [{"hub": "a/b"}, {"name": "sql", "hub": "a/b", "revision": SHA}], "hub"),
+    ("an entry without a source, then a good one", [{"name": "x"}, {"name": "sql", "hub": "a/b", "revision": SHA}], "hub"),
     ("names: unsafe, too long, .partial, empty", [{"name": n, "hub": "a/b", "revision": SHA}
                                                   for n in ("../x", "a" * 65, "a" * 64, "x.partial", "", "-x", "x y")], "hub"),
     ("the served name, a metrics label, duplicates by case", [
@@ -40,7 +44,7 @@ DECLARED = [
 ]
 
 
-def test_every_declaration_reads_as_the_golden_file_says(tmp_path):
+def test_every_declaration_reads_as_the_golden_file_says(tmp_path, monkeypatch):
     lines = []
     for name, raw, source in DECLARED:
         problems: list[str] = []
@@ -54,12 +58,22 @@ def test_every_declaration_reads_as_the_golden_file_says(tmp_path):
     odd = tmp_path / "odd-base"
     odd.mkdir()
     (odd / "config.json").write_text(json.dumps({"model_type": "llama", "_name_or_path": "/content/x"}))
+    finetuned = tmp_path / "finetuned"
+    finetuned.mkdir()
+    (finetuned / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "_name_or_path": "ana/fg-tuned"}))
+    named_by_a_folder = tmp_path / "named-by-a-folder"
+    named_by_a_folder.mkdir()
+    # Named like a hub id, but a folder here: a copy's own folder, which is no name of the base.
+    (tmp_path / "ana" / "local-copy").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    (named_by_a_folder / "config.json").write_text(json.dumps({"_name_or_path": "ana/local-copy"}))
     for source, base in [("demo", "ignored"), ("hub", "google/functiongemma-270m-it"), ("upload", str(upload)),
-                         ("upload", str(odd)), ("upload", str(tmp_path / "missing"))]:
+                         ("upload", str(odd)), ("upload", str(tmp_path / "missing")), ("upload", str(finetuned)),
+                         ("upload", str(named_by_a_folder))]:
         lines.append(f"== served base of {source} {base}: {served_base(source, base)!r}")
     good, bad = adapter(tmp_path, "good"), adapter(tmp_path, "bad", r=64, base_model_name_or_path=None)
     problems, warnings = folder_problems_of(parse_adapters(
-        [{"name": "good", "path": good}, {"name": "bad", "path": bad}, {"name": "hubbed", "hub": "a/b"}],
+        [{"name": "hubbed", "hub": "a/b"}, {"name": "good", "path": good}, {"name": "bad", "path": bad}],
         "served-name", "hub", []), 32, SERVED)
     lines += ["== laptop folders"] + [f"! {p}" for p in problems] + [f"? {w}" for w in warnings]
     text = "\n".join(lines).replace(str(tmp_path), "<dir>").replace(os.path.expanduser("~"), "<home>") + "\n"
@@ -70,3 +84,11 @@ def test_every_declaration_reads_as_the_golden_file_says(tmp_path):
 
 def test_a_demo_base_is_known_by_the_demo_name():
     assert served_base("demo", "anything").names == (DEMO_BASE_NAME,)
+
+
+def test_a_declared_adapter_cannot_change_once_read():
+    from dataclasses import FrozenInstanceError
+
+    [sql] = parse_adapters([{"name": "sql", "hub": "a/b", "revision": SHA}], "served", "hub", [])
+    with pytest.raises(FrozenInstanceError):
+        sql.name = "other"  # type: ignore[misc]
