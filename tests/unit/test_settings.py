@@ -362,6 +362,11 @@ def _golden_cases() -> list[tuple[str, dict, Secrets]]:
         ("more adapters than a set max_cpu_loras", {"max_loras": 1, "max_cpu_loras": 1, "adapters": [
             {"name": f"a{i}", "hub": "a/b", "revision": "0" * 40} for i in range(2)]}, key),
         ("the cache holding the stack", {"cache_root": "/srv/lf", "stack_dir": "/srv/lf/stack"}, key),
+        ("as many adapters as max_loras", {"max_loras": 2, "adapters": [
+            {"name": f"a{i}", "hub": "a/b", "revision": "0" * 40} for i in range(2)]}, key),
+        ("published on an address that is none", {"network_mode": "publish", "publish_address": "not an ip"}, key),
+        ("a key ending in a backslash", {}, Secrets(hf_token="hf_x", api_key="sk-a\\")),
+        ("a key with a backslash before a quote", {}, Secrets(hf_token="hf_x", api_key="sk-a\\'b")),
         ("the cache inside the models", {"cache_root": "/mnt/d/AI_Models/base/cache"}, key),
     ]
     return cases

@@ -21,19 +21,20 @@ def test_every_adapter_entry_that_is_no_folder_here_is_named_with_why(gpu_data, 
     declared = [
         "not a mapping", {"path": "/no/name"}, {"name": "hubbed", "hub": "a/b", "revision": "0" * 40},
         {"name": "both", "hub": "a/b", "path": str(tmp_path / "missing")},
+        {"name": "demo-too", "demo": True, "path": str(tmp_path / "missing")},
         {"name": "missing", "path": str(tmp_path / "missing")}, {"name": "file", "path": str(tmp_path / "a-file")},
         {"name": "loop", "path": str(tmp_path / "loop-a")}, {"name": "dangling", "path": str(tmp_path / "dangling")},
         {"name": "good", "path": good},
     ]
-    s = build_settings({**gpu_data, "adapters": declared[2:3] + declared[4:]}, KEY, check_sources=False)
+    s = build_settings({**gpu_data, "adapters": declared[2:3] + declared[5:]}, KEY, check_sources=False)
     _, problems = check_laptop_folders(s, declared)
     where = str(tmp_path)
     assert problems == [
-        f"adapters[4] (name='missing'): path='{where}/missing' does not exist on this laptop: fix the path or remove the entry",
-        f"adapters[5] (name='file'): path='{where}/a-file' is a file, not a folder: give the adapter's folder (the one "
+        f"adapters[5] (name='missing'): path='{where}/missing' does not exist on this laptop: fix the path or remove the entry",
+        f"adapters[6] (name='file'): path='{where}/a-file' is a file, not a folder: give the adapter's folder (the one "
         "holding adapter_config.json and adapter_model.safetensors)",
-        f"adapters[6] (name='loop'): path='{where}/loop-a' is a loop of symlinks: make it point at the adapter's folder",
-        f"adapters[7] (name='dangling'): path='{where}/dangling' is a symlink that leads nowhere (No such file or "
+        f"adapters[7] (name='loop'): path='{where}/loop-a' is a loop of symlinks: make it point at the adapter's folder",
+        f"adapters[8] (name='dangling'): path='{where}/dangling' is a symlink that leads nowhere (No such file or "
         "directory): make it point at the adapter's folder",
     ]
 
