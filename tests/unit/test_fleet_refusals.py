@@ -52,6 +52,7 @@ def test_a_box_is_reached_by_its_tailnet_name_or_its_host_name():
     ({"network_mode": "publish", "publish_address": "100.64.0.7", "publish_beyond_loopback": True, "port": 9000},
      "gpu-box", "http://100.64.0.7:9000/v1"),
     ({"endpoint_url": "https://gpu.example/v1"}, "gpu-box", "https://gpu.example/v1"),
+    ({"network_mode": "gateway", "endpoint_host": ""}, "@ssh/", "http://127.0.0.1:8000/v1"),
 ])
 def test_the_endpoint_the_laptop_calls(overrides, host, expected):
     assert endpoint_url(_local(**overrides), host) == expected
@@ -87,3 +88,17 @@ def test_what_only_one_box_serves_and_each_adapters_home(local_data):
     assert fleet.box("box-b").url == "http://box-b.tailnet:8000/v1" and fleet.box("nope") is None
     assert fleet.models == ("functiongemma-demo", "weather", "sql", "email")
     assert endpoint_url(a, "box-a").endswith(":8000/v1")
+
+
+def test_the_fleet_and_the_serving_decision_cannot_change_once_made(local_data):
+    """Every step of a deploy reads the same fleet, facts and decision: none can change them on the way."""
+    from dataclasses import FrozenInstanceError
+
+    from lorafleet.deploy.decide import Decision, ServingFacts
+
+    a = box(local_data, "box-a")
+    fleet = fleet_of([("box-a", ["gpu", "router"], a)], router_key=USER_KEY)
+    for frozen, field in [(fleet, "router"), (fleet.boxes[0], "name"), (ServingFacts(), "exists"),
+                          (Decision(start=False, recreate=False, sync=False), "start")]:
+        with pytest.raises(FrozenInstanceError):
+            setattr(frozen, field, None)

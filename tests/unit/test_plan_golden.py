@@ -90,6 +90,7 @@ def router_written(network_mode: str) -> str:
         ("reload", router.reload_command(s, *router.expected(fleet)) + "\n"),
         ("config.yaml", render_router_config(fleet)),
         ("config.yaml, box-b drained", render_router_config(fleet, frozenset({"box-b"}))),
+        ("config.yaml, box-a drained", render_router_config(fleet, frozenset({"box-a"}))),
         ("endpoints", f"{endpoint_url(a, 'box-a')} {endpoint_url(b, 'box-b')} {fleet.endpoint}\n"),
     ]
     return masked("".join(f"## {name}\n{body}" for name, body in parts))
