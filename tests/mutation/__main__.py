@@ -113,7 +113,7 @@ def build_map(out: Path) -> None:
 
 def tests_for(mutant: Mutant, line_map: dict, durations: dict, suite_files: list[str]) -> list[str]:
     """The tests that try a mutant, quickest first, cut at a budget of their measured time."""
-    if mutant.path in SCRIPT_TESTS and not line_map.get(mutant.path):
+    if mutant.path in SCRIPT_TESTS:
         # a host script the tests run in a shell or a process of their own: its own tests, all of them
         return sorted((t for t in durations if t.split("::")[0] == SCRIPT_TESTS[mutant.path]),
                       key=lambda t: (durations[t], t))
