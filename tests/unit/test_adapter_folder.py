@@ -48,3 +48,22 @@ def test_a_version_is_16_hex_digits_and_its_cache_makes_its_own_folders(tmp_path
     version = folder.folder_version(str(d), cache)
     assert len(version) == 16 and int(version, 16) >= 0 and version == folder.folder_version(str(d))
     assert list(json.loads(cache.read_text())) == sorted(str(p.resolve()) for p in d.iterdir())
+
+
+def test_each_link_the_upload_cannot_carry_is_named_with_its_fix(tmp_path):
+    d = make(tmp_path)
+    (tmp_path / "outside.json").write_text("{}")
+    os.symlink(d / "adapter_config.json", d / "absolute.json")  # inside the folder, but by an absolute path
+    os.symlink("adapter_config.json", d / "relative.json")  # fine
+    os.symlink("../outside.json", d / "outside.json")
+    os.symlink("nowhere.json", d / "dangling.json")
+    os.symlink("loop-b", d / "loop-a")
+    os.symlink("loop-a", d / "loop-b")
+    assert sorted(folder.folder_problems(str(d))) == [
+        f"absolute.json is an absolute symlink ({d}/adapter_config.json): make it relative so it holds on the host too",
+        "dangling.json is a symlink to nowhere.json, which does not exist: copy the file in or remove the link",
+        "loop-a is a symlink to loop-b, part of a loop of links: remove the link or point it at a file",
+        "loop-b is a symlink to loop-a, part of a loop of links: remove the link or point it at a file",
+        "outside.json is a symlink to ../outside.json, outside the adapter folder: it would not exist on the host; "
+        "copy the file into the folder instead of linking it",
+    ]
