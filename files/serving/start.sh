@@ -34,7 +34,7 @@ progress() {  # a line every 15 s while compose waits: how long, and vLLM's last
     local waited=0 last
     # sleep gets no stdout or stderr: killed with this loop at exit, a sleep still holding them would keep
     # whoever reads the script's output (pyinfra) waiting up to 15 s more.
-    while sleep 15 </dev/null >/dev/null 2>&1; do
+    while sleep 15 >/dev/null 2>&1; do
         waited=$((waited + 15))
         last=$(docker logs --tail 1 "$container" 2>&1 | cut -c1-120)
         echo "lorafleet: waiting for /health: ${waited}s of ${timeout}s; vLLM: ${last:-starting}"
