@@ -156,7 +156,7 @@ def import_time_tests(path: str, line_map: dict, suite_files: list[str]) -> set[
     ran = {t for n, ctxs in line_map.get(path, {}).items() if int(n) in inside for t in ctxs if t != IMPORT_TIME}
     if not ran:
         users = [t for t in TARGETS if t != path and t.endswith(".py") and module in (ROOT / t).read_text()]
-        ran = set().union(set(), *(import_time_tests(u, line_map, suite_files) for u in users))
+        ran = set().union(*(import_time_tests(u, line_map, suite_files) for u in users))
     return named | ran
 
 
