@@ -16,6 +16,7 @@ import pytest
 from lorafleet.adapters import check
 from lorafleet.adapters.check import KNOWN_BASES, Base, check_adapter
 from tests.unit.test_adapter_check import HUB_BASE, SERVED, adapter, safetensors
+from tests.support.golden import matches_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "adapter_check_messages.txt"
 Q = "base_model.model.model.layers.0.self_attn.q_proj"
@@ -159,9 +160,7 @@ def test_every_adapter_case_reads_as_the_golden_file_says(tmp_path):
     lines += check.module_names(KNOWN_BASES[check.DEMO_BASE_NAME])
     lines.append(f"== module names of FunctionGemma: {len(check.module_names(KNOWN_BASES[HUB_BASE]))}")
     text = "\n".join(lines).replace(str(tmp_path), "<dir>") + "\n"
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text(), "a message changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(GOLDEN, text)
 
 
 @pytest.mark.parametrize("argv_extra, status, stderr", [

@@ -16,6 +16,7 @@ import pytest
 from lorafleet.adapters.check import DEMO_BASE_NAME, KNOWN_BASES
 from lorafleet.adapters.declared import folder_problems_of, parse_adapters, served_base
 from tests.unit.test_adapter_check import SERVED, adapter
+from tests.support.golden import matches_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "adapters_declared.txt"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -77,9 +78,7 @@ def test_every_declaration_reads_as_the_golden_file_says(tmp_path, monkeypatch):
         "served-name", "hub", []), 32, SERVED)
     lines += ["== laptop folders"] + [f"! {p}" for p in problems] + [f"? {w}" for w in warnings]
     text = "\n".join(lines).replace(str(tmp_path), "<dir>").replace(os.path.expanduser("~"), "<home>") + "\n"
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text(), "a message changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(GOLDEN, text)
 
 
 def test_a_demo_base_is_known_by_the_demo_name():

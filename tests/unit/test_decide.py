@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lorafleet.deploy.decide import ServingFacts, decide
+from tests.support.golden import matches_golden
 
 SERVER = "server-now"
 ENV = "env-now"
@@ -184,7 +185,6 @@ GOLDEN_CASES = [
 def test_every_decision_reads_as_the_golden_file_says():
     """Each case's decision and the reasons the deploy logs, against tests/fixtures/serving_decisions.txt
     (LORAFLEET_UPDATE_GOLDEN=1 writes it anew after a deliberate change)."""
-    import os
     from pathlib import Path
 
     golden = Path(__file__).resolve().parents[1] / "fixtures" / "serving_decisions.txt"
@@ -194,9 +194,7 @@ def test_every_decision_reads_as_the_golden_file_says():
         flags = [f for f in ("start", "recreate", "sync", "check_image") if getattr(d, f)] or ["nothing"]
         lines += [f"== {name}: {' '.join(flags)}", *(f"  - {r}" for r in d.reasons)]
     text = "\n".join(lines) + "\n"
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        golden.write_text(text)
-    assert text == golden.read_text(), "a decision changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(golden, text)
 
 
 def test_facts_are_read_from_the_hosts_answer():

@@ -9,7 +9,6 @@ LORAFLEET_UPDATE_GOLDEN=1 and review the diff.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from lorafleet.deploy.engine import EngineView
 from lorafleet.deploy.serving import plan
 from lorafleet.deploy.settings import Secrets, build_settings
 from tests.conftest import group_data
+from tests.support.golden import matches_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 SECRETS = Secrets(hf_token="hf_golden", api_key="sk-golden")
@@ -64,10 +64,7 @@ def written(case: str) -> str:
 def test_what_lands_on_the_host_reads_as_the_golden_file_says(case):
     golden = GOLDEN / f"{case}.txt"
     text = written(case)
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden.name} changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(golden, text)
     assert "sk-golden" not in text and "hf_golden" not in text
 
 
@@ -100,9 +97,7 @@ def router_written(network_mode: str) -> str:
 def test_what_the_router_runs_reads_as_the_golden_file_says(network_mode):
     golden = GOLDEN / f"router-{network_mode}.txt"
     text = router_written(network_mode)
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        golden.write_text(text)
-    assert text == golden.read_text(), f"{golden.name} changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(golden, text)
     commands = text.split("## config.yaml")[0]  # the config is the 0600 file that holds the keys, by design
     assert "sk-key-of-box" not in commands and "sk-user-router-key" not in commands
 

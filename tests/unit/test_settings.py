@@ -9,6 +9,7 @@ import pytest
 
 from lorafleet.deploy.settings import Secrets, SettingsError, build_settings, default_max_cpu_loras
 from tests.conftest import group_data
+from tests.support.golden import matches_golden
 
 TOKEN = Secrets(hf_token="hf_token_for_tests", api_key="key-for-tests")
 
@@ -376,7 +377,6 @@ def test_every_refusal_and_warning_reads_as_the_golden_file_says(gpu_data):
     """The whole text the user reads for each bad input, against tests/fixtures/settings_messages.txt: a
     message that loses its setting, value or fix shows in the diff. After a deliberate change, write it
     anew with LORAFLEET_UPDATE_GOLDEN=1 and review the diff."""
-    import os
 
     golden = Path(__file__).resolve().parents[1] / "fixtures" / "settings_messages.txt"
     lines = []
@@ -389,9 +389,7 @@ def test_every_refusal_and_warning_reads_as_the_golden_file_says(gpu_data):
         else:
             lines += ["accepted, warnings:", *(f"  - {w}" for w in settings.warnings)]
     text = "\n".join(lines) + "\n"
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        golden.write_text(text)
-    assert text == golden.read_text(), "a message changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(golden, text)
 
 
 def test_each_managed_variable_and_flag_names_a_real_setting_or_why():

@@ -9,10 +9,10 @@ the diff.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lorafleet.deploy.settings_table import TABLE
+from tests.support.golden import matches_golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "settings_table_probes.txt"
 
@@ -54,9 +54,7 @@ def probe_table() -> str:
 
 def test_every_row_on_every_probe_reads_as_the_golden_file_says():
     text = probe_table()
-    if os.environ.get("LORAFLEET_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text(), "the table's behaviour changed: see the diff; if meant, LORAFLEET_UPDATE_GOLDEN=1"
+    matches_golden(GOLDEN, text)
 
 
 def test_a_missing_required_setting_names_where_to_add_it():
