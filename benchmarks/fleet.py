@@ -2,7 +2,7 @@
 
     python -m benchmarks.fleet [--requests 96] [--concurrency 8] [--low-load 40]
 
-It deploys the e2e fleet (two vLLM CPU stacks behind LiteLLM's proxy, see
+It deploys the e2e fleet (two vLLM CPU stacks behind the router, HAProxy, see
 tests/support/fleet.py), then measures, through `lorafleet bench`'s load engine:
   - low load (one request at a time): p50 through the router versus directly to
     one box: the router's added latency;

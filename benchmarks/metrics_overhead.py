@@ -20,43 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
+from benchmarks.serving import bench, recreate_vllm
 from lorafleet.deploy.layout import SERVE_FILES
-from tests.support.scenario import API_KEY, converged, docker_engine_problem, sh
+from tests.support.scenario import converged, docker_engine_problem
 from tests.support.modules import load_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = "lorafleet_metrics.AdapterMetrics"
 
 
-def bench(scenario, out: Path, label: str, args) -> None:
-    """A warm-up (the recreated server's first requests would otherwise count against it), then the measured run."""
-    for requests, target in ((args.concurrency * 4, out.with_suffix(".warmup.json")), (args.requests, out)):
-        command = [sys.executable, "-m", "lorafleet.tools.cli", "bench", "--url", scenario.endpoint, "--models", "all",
-                   "--requests", str(requests), "--concurrency", str(args.concurrency), "--max-tokens", "16",
-                   "--prefix-tools", "2", "--no-progress", "--label", label, "--out", str(target)]
-        subprocess.run(command, env={**os.environ, "LORAFLEET_API_KEY": API_KEY}, check=True,
-                       stdout=subprocess.DEVNULL if target != out else None)
-
-
-def without_metrics(scenario) -> None:
-    """Recreate vLLM from the deployed compose file, less the metrics middleware."""
-    compose = scenario.dir / "stack" / "compose.yaml"
-    project = yaml.safe_load(compose.read_text())
-    command = project["services"]["vllm"]["command"]
+def without_metrics(command: list[str]) -> None:
+    """vLLM's command less the metrics middleware (its flag and value)."""
     i = command.index(METRICS)
     del command[i - 1:i + 1]
-    bare = compose.with_name("compose.no-metrics.yaml")
-    bare.write_text(yaml.safe_dump(project, sort_keys=False))
-    sh("docker", "compose", "-p", scenario.project, "-f", str(bare), "up", "-d", "--wait", "--wait-timeout", "900",
-       "--force-recreate")
 
 
 def in_process(rounds: int = 5000) -> None:
@@ -127,7 +108,7 @@ def main() -> int:
     with_it, without_it = RESULTS / "metrics-on.json", RESULTS / "metrics-off.json"
     with converged("local") as scenario:
         bench(scenario, with_it, "with the metrics middleware", args)
-        without_metrics(scenario)
+        recreate_vllm(scenario, without_metrics, "no-metrics")
         bench(scenario, without_it, "without it", args)
     return subprocess.run([sys.executable, "-m", "lorafleet.tools.cli", "bench", "compare", str(without_it),
                            str(with_it)]).returncode

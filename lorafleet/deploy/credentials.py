@@ -106,7 +106,7 @@ def resolve_secrets(
         if key_file.is_file():
             api_key = key_file.read_text(encoding="utf-8").strip()
         elif create:
-            # "sk-": the fleet's router (LiteLLM) takes only keys of that form.
+            # "sk-", as OpenAI's keys: secret scanners and the openai client's users recognise it.
             _write_new_key(key_file, "sk-" + token_source.token_urlsafe(32))
             api_key = key_file.read_text(encoding="utf-8").strip()
     return Secrets(hf_token=merged.get("HF_TOKEN", ""), api_key=api_key)

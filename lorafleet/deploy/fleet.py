@@ -1,7 +1,7 @@
 """The fleet: several boxes behind one router, as the inventory declares them.
 
-Pure: from each host's name, groups and settings to the boxes, the router's
-place and the router's configuration (LiteLLM's proxy, docs/fleet.md). The
+Pure: from each host's name, groups and settings to the boxes and the router's
+place (its configuration: router/config.py; docs/fleet.md). The
 deploy and the operator's tools share it, so both see the same fleet.
 
 An inventory without a `router` group is one box, served as before.
@@ -15,14 +15,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import yaml
-
 from lorafleet.deploy.settings import Settings, SettingsError
 
 ROUTER_GROUP = "router"
 # The router's Tailscale name when it lives in its own gateway (router/gateway.compose.yaml).
 ROUTER_TS_HOSTNAME = "lorafleet-router"
-ROUTER_KEY_PREFIX = "sk-"  # LiteLLM's proxy refuses keys of another form
 
 
 def slug(name: str) -> str:
@@ -101,7 +98,7 @@ def fleet_of(hosts: Iterable[tuple[str, Iterable[str], Settings]], router_key: s
     Each host's settings carry its own vLLM key; `router_key` (the user's) opens the router.
 
     Raises SettingsError naming what is wrong: two routers, no box, boxes that disagree on the base
-    model, or a router key LiteLLM would refuse.
+    model, or no key for the router.
     """
     hosts = [(name, tuple(groups), s) for name, groups, s in hosts]  # read twice below
     routers = [(name, s) for name, groups, s in hosts if ROUTER_GROUP in groups]
@@ -127,83 +124,14 @@ def fleet_of(hosts: Iterable[tuple[str, Iterable[str], Settings]], router_key: s
         problems.append(f"two boxes are reached at {url}: give each its own endpoint_host")
     router_name, router_host = routers[0]
     router_settings = dataclasses.replace(router_host, secrets=dataclasses.replace(router_host.secrets, api_key=router_key))
-    if not router_key.startswith(ROUTER_KEY_PREFIX):
+    if not router_key:
         problems.append(
-            f"the API key ({'set' if router_key else 'none'}) does not start with {ROUTER_KEY_PREFIX!r}, which "
-            "the fleet's router (LiteLLM) requires: set LORAFLEET_API_KEY=sk-$(openssl rand -hex 24) in .secrets.env, "
-            "or remove .state/api-key so the deploy generates one"
+            "the fleet's router has no API key, and it never serves without one: set LORAFLEET_API_KEY in .secrets.env, "
+            "or set generate_api_key = True so the deploy generates one"
         )
     if problems:
         raise SettingsError(problems)
     return Fleet(boxes, router_name, router_settings)
-
-
-def deployment_id(box: str, model: str) -> str:
-    """The router's id of one (box, model): shown in its `x-litellm-model-id` response header."""
-    return f"{slug(box)}--{model}"
-
-
-def router_config(fleet: Fleet, drained: frozenset[str] = frozenset()) -> dict:
-    """LiteLLM's proxy configuration: one deployment per (model, box), none for the drained boxes.
-
-    A model's home box gets `router_home_weight` to 1 on every other box, so requests for one
-    adapter mostly land where its KV prefix cache and LoRA slot are warm, while different
-    adapters spread over the boxes.
-    """
-    s = fleet.router_settings
-    deployments = []
-    for model in fleet.models:
-        home = fleet.home(model)
-        for box in fleet.serving(model):
-            if box.name in drained:
-                continue
-            deployments.append({
-                "model_name": model,
-                "litellm_params": {
-                    "model": f"hosted_vllm/{model}",
-                    "api_base": box.url,
-                    "api_key": box.settings.secrets.api_key,  # the box's own key
-                    "weight": s.router_home_weight if box.name == home else 1,
-                },
-                "model_info": {"id": deployment_id(box.name, model)},
-            })
-    return {
-        "model_list": deployments,
-        "router_settings": {
-            "routing_strategy": "simple-shuffle",  # honours `weight`
-            "num_retries": 2,  # a retry goes to another box serving the same model
-            "allowed_fails": 0,  # one failed request takes the (box, model) out at once...
-            "cooldown_time": 10,  # ...for this many seconds; health checks bring it back
-            "retry_after": 0,
-            "timeout": 600,
-        },
-        "litellm_settings": {
-            # Nothing of a request (prompts, completions, keys) reaches logs or callbacks.
-            "turn_off_message_logging": True,
-            "redact_user_api_key_info": True,
-            "drop_params": False,
-            "callbacks": [],
-            "success_callback": [],
-            "failure_callback": [],
-        },
-        "general_settings": {
-            "master_key": s.secrets.api_key,
-            # No database: the router's whole state is this file.
-            "disable_spend_logs": True,
-            "disable_error_logs": True,
-            "store_prompts_in_spend_logs": False,
-            "background_health_checks": True,
-            "health_check_interval": s.router_health_check_seconds,
-            "enable_health_check_routing": True,
-            "health_check_details": False,
-        },
-    }
-
-
-def render_router_config(fleet: Fleet, drained: frozenset[str] = frozenset()) -> str:
-    header = ("# Written by lorafleet from the inventory (0600: it holds the fleet's keys). Edit the inventory,\n"
-              "# not this file: every deploy rewrites it, and the router reloads it on SIGHUP.\n")
-    return header + yaml.safe_dump(router_config(fleet, drained), sort_keys=False)
 
 
 def endpoint_url(s: Settings, host_name: str) -> str:

@@ -69,8 +69,8 @@ DEMO_FILES = {
     "functiongemma.py": SHARED_MODULES["functiongemma.py"],
     "lora.py": DEMO_TRAINER,
 }
-ROUTER_BUILD_FILES = {"Dockerfile": FILES_DIR / "router" / "Dockerfile", "requirements.txt": FILES_DIR / "router" / "requirements.txt"}
-ROUTER_CTL = FILES_DIR / "router" / "ctl.py"  # runs inside the router container: waits for a reload, lists what it serves
+ROUTER_BUILD_FILES = {"Dockerfile": FILES_DIR / "router" / "Dockerfile"}
+ROUTER_CTL = FILES_DIR / "router" / "ctl.py"  # runs inside the router container: waits until it serves its configuration
 ROUTER_GATEWAY_COMPOSE = FILES_DIR / "router" / "gateway.compose.yaml"
 GATEWAY_FILES = {"compose.yaml": FILES_DIR / "gateway" / "compose.yaml", "Dockerfile": FILES_DIR / "gateway" / "Dockerfile"}
 # Run by the user once on the GPU box, from a clone of this repository (never uploaded by the deploy).
@@ -106,7 +106,7 @@ CACHE_FOLDERS = {"HF_HOME": "huggingface", "VLLM_CACHE_ROOT": "vllm"}  # under c
 DEMO_FOLDER = "lorafleet-demo"  # under models_root: the demo model and its adapters, as built
 
 # -- In the router container -------------------------------------------------------
-CONTAINER_ROUTER_DIR = "/router"  # config.yaml (0600, the keys) and ctl.py, mounted read-only
+CONTAINER_ROUTER_DIR = "/router"  # haproxy.cfg (0600, the boxes' keys) and ctl.py, mounted read-only
 
 # -- In the vLLM container ---------------------------------------------------------
 CONTAINER_SERVE_DIR = "/lorafleet"
@@ -196,12 +196,12 @@ class StackPaths:
 
     @property
     def router_run_dir(self) -> str:
-        """Mounted at CONTAINER_ROUTER_DIR; 0700, as config.yaml holds the keys."""
+        """Mounted at CONTAINER_ROUTER_DIR; 0700, as haproxy.cfg holds the boxes' keys."""
         return f"{self.router_dir}/run"
 
     @property
     def router_config(self) -> str:
-        return f"{self.router_run_dir}/config.yaml"
+        return f"{self.router_run_dir}/haproxy.cfg"
 
     @property
     def router_compose_file(self) -> str:

@@ -35,8 +35,8 @@ from lorafleet.tools.status import (
 )
 
 INVENTORY_ENV = "LORAFLEET_INVENTORY"
-# LiteLLM's proxy answers this without a key while its process lives (the router's compose health check too).
-ROUTER_LIVENESS = "/health/liveliness"
+# The router answers this without a key while it runs (its compose health check too), with its configuration's id.
+ROUTER_LIVENESS = "/health"
 
 
 class FleetError(Exception):
@@ -105,7 +105,7 @@ def box_status(box: Box, timeout: float) -> dict[str, Any]:
 
 
 def router_status(fleet: Fleet, timeout: float) -> dict[str, Any]:
-    """The router's record: alive (LiteLLM's liveness), and which of the fleet's models it lists (user's key)."""
+    """The router's record: alive (its /health), and which of the fleet's models it lists (user's key)."""
     import requests
 
     server = normalize_url(fleet.endpoint)

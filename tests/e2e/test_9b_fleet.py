@@ -1,7 +1,7 @@
 """The fleet: two boxes and the router, deployed by one command, on real parts.
 
 Two vLLM CPU stacks reached over SSH as the deploy reaches real boxes, and
-LiteLLM's proxy as the router (stand-ins: see tests/support/fleet.py).
+HAProxy as the router (stand-ins: see tests/support/fleet.py).
 The module asks for the shared SSH stack to be gone (`ssh_stack_gone`): only the
 fleet's two engines share this machine's two cores.
 """
@@ -17,9 +17,16 @@ import uuid
 import pytest
 import requests
 
+from lorafleet.deploy.router.config import BOX_HEADER
 from tests.support.fleet import converged_fleet, measure
 from tests.support.load import BackgroundLoad
 from tests.support.scenario import API_KEY, ROOT, Scenario, sh
+
+
+# Between a load worker's requests. Unpaced, two workers through the router keep box-a's core busy
+# (14,512 requests in one roll) and the restarting box starves beside them: 20 requests/s at most
+# still proves that no request fails.
+PAUSE = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,8 @@ def ask(url: str, key: str, model: str, content: str = "ping") -> requests.Respo
 
 
 def landed_on(response: requests.Response) -> str:
-    """The box that answered: the router's deployment id is `<box>--<model>`."""
-    return response.headers.get("x-litellm-model-id", "").split("--")[0]
+    """The box that answered: the router names it in a response header."""
+    return response.headers.get(BOX_HEADER, "")
 
 
 def models_of(fleet, box: str) -> list[str]:
@@ -60,8 +67,8 @@ def test_the_boxes_take_only_their_own_key_and_the_router_only_the_users(fleet):
     box_b = fleet.boxes["box-b"].endpoint
     assert ask(box_b, API_KEY, "weather").status_code == 401, "a box accepted the user's key: it must take only the router's"
     assert ask(box_b, fleet.box_key("box-b"), "weather").status_code == 200
-    assert ask(fleet.router_url, fleet.box_key("box-b"), "weather").status_code in (400, 401)
-    assert ask(fleet.router_url, "sk-wrong-" + uuid.uuid4().hex, "weather").status_code in (400, 401)
+    assert ask(fleet.router_url, fleet.box_key("box-b"), "weather").status_code == 401
+    assert ask(fleet.router_url, "sk-wrong-" + uuid.uuid4().hex, "weather").status_code == 401
 
 
 def test_the_router_logs_no_request_body_and_no_key(fleet):
@@ -89,7 +96,7 @@ def test_a_dead_box_leaves_rotation_with_no_failed_request_and_rejoins(fleet):
     shared = [m for m in models_of(fleet, "box-a") if m in models_of(fleet, "box-b")]
     vllm_b = fleet.boxes["box-b"].vllm_container()
     with fleet.phase("box-b down and back under load"):
-        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2) as load:
+        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, pause=PAUSE) as load:
             time.sleep(3)
             _kill(vllm_b)
             time.sleep(15)
@@ -138,7 +145,8 @@ def test_an_engine_change_rolls_one_box_at_a_time_with_no_failed_request(fleet):
     with fleet.phase("engine change rolled under load"):
         # Each reload of the router closes its idle keep-alive connections: a client sends such a request
         # again, as the openai client does by default (the issue allows retries; the summary counts them).
-        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, retry_connection_errors=True) as load:
+        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, retry_connection_errors=True,
+                            pause=PAUSE) as load:
             payload = fleet.deploy()
     after = {name: box.vllm_started_at() for name, box in fleet.boxes.items()}
     first, second = sorted(after, key=after.get)

@@ -52,6 +52,7 @@ TARGETS = [
     "lorafleet/deploy/decide.py",
     "lorafleet/deploy/fleet.py",
     "lorafleet/deploy/router/plan.py",
+    "lorafleet/deploy/router/config.py",
     "files/serving/start.sh",
     "files/lock/lock.sh",
     "files/serving/sync_adapters.py",

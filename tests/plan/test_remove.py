@@ -143,7 +143,7 @@ def test_a_bad_purge_setting_stops_before_anything(tmp_path):
 def test_in_a_fleet_the_router_goes_first_and_its_gateway_stays(tmp_path):
     running = {**box()["fake_responses"],
                "--filter label=com.docker.compose.project=lorafleet-router --format": [
-                   "container=lorafleet-router-litellm", "network=lorafleet-router_default"]}
+                   "container=lorafleet-router-haproxy", "network=lorafleet-router_default"]}
     router_files = {path: kind for path, kind in [(P.router_compose_file, "-"), (P.router_build_dir, "d"), (P.router_run_dir, "d")]}
     for path, kind in router_files.items():
         running[f"test -e {path} || test -L {path} ) || ( stat"] = [stat_line(path, kind)]

@@ -42,15 +42,22 @@ def in_ci() -> bool:
 
 def ensure_serving_image(image: str) -> str:
     """The CPU serving image, built as the deploy builds it (files/image, its build.sh) when this engine lacks it."""
+    from lorafleet.deploy import layout
+
+    return ensure_built(image, layout.CPU_BUILD_FILES)
+
+
+def ensure_built(image: str, build_files: dict[str, Path], base: str | None = None) -> str:
+    """`image` as the deploy builds it from `build_files` (its build.sh, on the local base) when this engine lacks it."""
     import tempfile
 
     from lorafleet.deploy import layout, local_base
 
     if sh("docker", "image", "inspect", image, check=False).returncode == 0:
         return image
-    base = local_base_image() or local_base.FALLBACK
+    base = base or local_base_image() or local_base.FALLBACK
     with tempfile.TemporaryDirectory() as context:
-        for name, source in layout.CPU_BUILD_FILES.items():
+        for name, source in build_files.items():
             shutil.copy(source, Path(context) / name)
         sh("bash", str(layout.HOST_SCRIPTS["build.sh"]), image, context, f"BASE_IMAGE={base}", timeout=1800)
     return image

@@ -4,7 +4,7 @@ What stands in for what cannot exist here: a docker network is the tailnet (the
 router reaches each box by its gateway's name, as by MagicDNS), and a plain
 container is the router's Tailscale gateway (its network namespace, with the
 router's port published on loopback for the tests). Everything else is real:
-SSH, the Docker engine, two vLLM CPU stacks, LiteLLM's proxy.
+SSH, the Docker engine, two vLLM CPU stacks, the router (HAProxy).
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ class FleetScenario:
                 # CPU profile's nice 10 would starve a restarting box behind the router and the load).
                 data["vllm_env"] = {"VLLM_CPU_OMP_THREADS_BIND": "0" if name == "box-a" else "1", "LORAFLEET_NICE": "0"}
                 data.update(router_network_mode="gateway", router_gateway_container=self.router_gateway,
-                            router_port=ROUTER_PORT, router_endpoint_url=self.router_url,
-                            router_health_check_seconds=5)
+                            router_port=ROUTER_PORT, router_endpoint_url=self.router_url)
                 self.data[name] = data
             self.write_inventory()
 
@@ -117,7 +116,7 @@ class FleetScenario:
 
     @property
     def router_container(self) -> str:
-        return f"{self.router_project}-litellm"
+        return f"{self.router_project}-haproxy"
 
     def destroy(self) -> None:
         with self.phase("destroy"):

@@ -17,9 +17,11 @@ class BackgroundLoad:
     """
 
     def __init__(self, endpoint: str, api_key: str, models: list[str], workers: int = 4, max_seconds: float = 1800,
-                 retry_connection_errors: bool = False):
+                 retry_connection_errors: bool = False, pause: float = 0.0):
         self.endpoint, self.api_key, self.models = endpoint, api_key, models
         self.workers, self.max_seconds = workers, max_seconds
+        # Seconds a worker waits after each request: a steady load that leaves CPU to a box restarting beside it.
+        self.pause = pause
         # As the openai client does by default: a request whose connection broke is sent again (once here).
         self.retry_connection_errors = retry_connection_errors
         self.retried = 0
@@ -57,6 +59,8 @@ class BackgroundLoad:
                     self.ok += 1
             if error:
                 time.sleep(0.1)  # a refused connection returns at once: do not spin
+            elif self.pause:
+                self._stop.wait(self.pause)
 
     def _send(self, session: requests.Session, model: str) -> str | None:
         """One request; None if it succeeded, else what went wrong."""

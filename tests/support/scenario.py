@@ -26,7 +26,6 @@ from tests.support.docker_env import COMPOSE_PLUGIN, docker_engine_problem, loca
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_CONTEXT = ROOT / "tests" / "e2e" / "target"  # the gateway-shaped SSH target image
 WORK = Path(os.environ.get("LORAFLEET_E2E_DIR", "/var/tmp/lorafleet-e2e"))
-# "sk-": the form the fleet's router (LiteLLM) requires of the user's key.
 # $HOME and # on purpose: compose interpolates and comments env files, and the key must arrive exactly as given.
 API_KEY = "sk-e2e-$HOME#key-" + uuid.uuid4().hex[:12]
 # The user's default roots (group_data/all.py): on the Docker Desktop-shaped target the gateway sees the

@@ -1,8 +1,8 @@
 """``lorafleet status --fleet`` and ``lorafleet check --fleet`` on a real inventory file, with fake servers.
 
 The boxes are fake vLLM servers (tests/support/fake_server.py), each requiring its own box key. The
-router is a stand-in here: the same fake server with the user's key and LiteLLM's liveness path, not
-LiteLLM (the e2e scenario runs the real router).
+router is a stand-in here: the same fake server with the user's key and the router's /health, not
+HAProxy (tests/e2e/test_9a_router.py and the fleet scenario run the real router).
 
 The command runs in a child process, as a user runs it: reading an inventory imports pyinfra_cli,
 whose import monkey-patches the whole process for gevent, which the fake servers' threads (and the
@@ -28,7 +28,7 @@ from lorafleet.tools.cli import main as cli_main
 from tests.support import fake_server
 from tests.support.fake_server import DEFAULT_BASE, FakeConfig, FakeServer, running_fake_server
 
-USER_KEY = "sk-user-ZQX-fleet"  # the router's key (LiteLLM wants "sk-"); "ZQX" marks every key
+USER_KEY = "sk-user-ZQX-fleet"  # the router's key; "ZQX" marks every key
 BOX_KEYS = {"box-a": "sk-box-ZQX-a", "box-b": "sk-box-ZQX-b"}
 DECLARED = {"box-a": ["sql"], "box-b": ["sql", "weather"]}
 FLEET_MODELS = [DEFAULT_BASE, "sql", "weather"]
@@ -36,13 +36,13 @@ UNUSED_URL = "http://127.0.0.1:9"  # the discard port: nothing answers
 
 
 class RouterStandIn(FakeServer):
-    """The fake server plus the path LiteLLM's proxy answers without a key while it lives."""
+    """The fake server plus the path the router answers without a key while it runs (its configuration's id)."""
 
     def app(self) -> web.Application:
         app = super().app()
 
         async def alive(_: web.Request) -> web.Response:
-            return web.Response(text="I'm alive!")
+            return web.json_response({"status": "ok", "config": "0123456789abcdef"})
 
         app.router.add_get(fleet_tools.ROUTER_LIVENESS, alive)
         return app

@@ -69,8 +69,8 @@ def test_what_lands_on_the_host_reads_as_the_golden_file_says(case):
 
 
 def router_written(network_mode: str) -> str:
-    from lorafleet.deploy.fleet import endpoint_url, fleet_of, render_router_config
-    from lorafleet.deploy.router import plan as router
+    from lorafleet.deploy.fleet import endpoint_url, fleet_of
+    from lorafleet.deploy.router import config, plan as router
 
     def box(name: str, adapters: tuple[str, ...], **overrides):
         data = {**group_data("local"), "adapters": [{"name": n, "demo": True} for n in adapters], **overrides}
@@ -83,11 +83,11 @@ def router_written(network_mode: str) -> str:
     parts = [
         ("compose.yaml", router.compose(s)),
         ("build", router.build_command(s) + "\n"),
-        ("start", router.start_command(s, fleet) + "\n"),
-        ("reload", router.reload_command(s, *router.expected(fleet)) + "\n"),
-        ("config.yaml", render_router_config(fleet)),
-        ("config.yaml, box-b drained", render_router_config(fleet, frozenset({"box-b"}))),
-        ("config.yaml, box-a drained", render_router_config(fleet, frozenset({"box-a"}))),
+        ("start", router.start_command(s) + "\n"),
+        ("reload", router.reload_command(s) + "\n"),
+        ("haproxy.cfg", config.render(fleet)),
+        ("haproxy.cfg, box-b drained", config.render(fleet, frozenset({"box-b"}))),
+        ("haproxy.cfg, box-a drained", config.render(fleet, frozenset({"box-a"}))),
         ("endpoints", f"{endpoint_url(a, 'box-a')} {endpoint_url(b, 'box-b')} {fleet.endpoint}\n"),
     ]
     return masked("".join(f"## {name}\n{body}" for name, body in parts))

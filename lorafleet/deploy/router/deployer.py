@@ -1,7 +1,7 @@
 """The fleet's router on its host: image, configuration, compose project, reload, verify.
 
-The configuration (every box and adapter, and the keys) is a 0600 file the router
-reloads on SIGHUP: a changed fleet never restarts it. Only its image, port or
+The configuration (every box and adapter, and the boxes' keys) is a 0600 file HAProxy
+reloads on SIGUSR2: a changed fleet never restarts it. Only its image, port or
 network recreate the container. `remove` stops and removes it (remove.py); its gateway stays.
 """
 
@@ -15,8 +15,9 @@ from pyinfra.operations import files, python, server
 from lorafleet.deploy import layout, removal, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
 from lorafleet.deploy.facts import ComposeProject, ContainerRunning, ImageId
-from lorafleet.deploy.fleet import Fleet, render_router_config
+from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.ops import SecretText, live, secret_file, shipped
+from lorafleet.deploy.router import config as router_config
 from lorafleet.deploy.router import plan
 from lorafleet.deploy.settings import Settings
 
@@ -37,7 +38,7 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
 
     config = secret_file(
         name="Write the router's configuration: every box and adapter (0600)",
-        content=SecretText(render_router_config(fleet)),
+        content=SecretText(router_config.render(fleet)),
         dest=p.router_config,
         temp_dir=p.router_run_dir,
     )
@@ -46,12 +47,12 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
     running = host.get_fact(ContainerRunning, container=plan.container(s))
     up = server.shell(
         name="Start the router and wait for its health",
-        commands=[plan.start_command(s, fleet)],
+        commands=[plan.start_command(s)],
         _if=lambda: not running or compose.did_change(),
     )
     server.shell(
-        name="Reload the router's configuration (SIGHUP: no restart)",
-        commands=[plan.reload_command(s, *plan.expected(fleet))],
+        name="Reload the router's configuration (no restart)",
+        commands=[plan.reload_command(s)],
         _if=lambda: config.did_change() and not up.did_change(),
     )
     for box in fleet.boxes if len(fleet.boxes) > 1 else ():

@@ -16,8 +16,9 @@ from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 
 from lorafleet.deploy import stack
-from lorafleet.deploy.fleet import Fleet, render_router_config
+from lorafleet.deploy.fleet import Fleet
 from lorafleet.deploy.ops import SecretText
+from lorafleet.deploy.router import config as router_config
 from lorafleet.deploy.router import plan
 
 # vLLM's own count of requests in flight, read inside its container (its port from the environment).
@@ -64,14 +65,14 @@ def _roll(state, host, start_command: str, container: str, fleet: Fleet, box: st
 
 
 def _reload(router, rs, fleet: Fleet, drained: frozenset[str] = frozenset()) -> bool:
-    """Write the router's configuration (without `drained`), SIGHUP it and wait until it serves that."""
+    """Write the router's configuration (without `drained`), reload it and wait until it serves that."""
     p = stack.paths(rs)
-    content = SecretText(render_router_config(fleet, drained))
+    content = SecretText(router_config.render(fleet, drained))
     temp = router.get_temp_filename(p.router_config, temp_directory=p.router_run_dir)
     if not router.put_file(BytesIO(content.data), p.router_config, remote_temp_filename=temp):
         return False
     status, output = router.run_shell_command(
-        StringCommand(f"chmod 600 {shlex.quote(p.router_config)} && {plan.reload_command(rs, *plan.expected(fleet, drained))}")
+        StringCommand(f"chmod 600 {shlex.quote(p.router_config)} && {plan.reload_command(rs)}")
     )
     if not status:
         router.log_styled(f"the router did not reload: {output.stderr[-500:]}", fg="red", log_func=logger.error)
