@@ -76,13 +76,13 @@ def wait_for(url: str, seconds: float = 240) -> None:
     raise SystemExit(f"{url} did not answer in {seconds:.0f} s")
 
 
-def run_load(url: str, key: str, requests: int, concurrency: int, label: str) -> dict:
+def run_load(url: str, key: str, requests: int, concurrency: int, label: str, rate: float | None = None) -> dict:
     from lorafleet.tools.bench.load import BenchConfig
     from lorafleet.tools.bench.run import run_bench
     from lorafleet.tools.endpoint import Endpoint, normalize_url
 
     cfg = BenchConfig(models=["fake-functiongemma", *ADAPTERS], concurrency=concurrency, requests=requests,
-                      max_tokens=8, label=label, progress=False, prefix_tools=2)
+                      max_tokens=8, label=label, progress=False, prefix_tools=2, rate=rate)
     return run_bench(Endpoint(normalize_url(url), key), cfg)["overall"]
 
 
@@ -95,6 +95,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--low-load", type=int, default=300, help="requests one at a time, for the added latency")
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="requests/s of the paced run (Poisson arrivals), for the added latency at that rate")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     client_core = cores - 1
@@ -123,10 +125,13 @@ def main() -> int:
         run_load(router_url, KEY, 100, 8, "warm-up")
         low_direct = run_load(direct_url, BOX_KEYS[0], args.low_load, 1, "direct, 1 at a time")
         low_router = run_load(router_url, KEY, args.low_load, 1, "router, 1 at a time")
+        paced = int(args.rate * 6)  # six seconds of it
+        paced_direct = run_load(direct_url, BOX_KEYS[0], paced, args.concurrency, "direct, paced", rate=args.rate)
+        paced_router = run_load(router_url, KEY, paced, args.concurrency, "router, paced", rate=args.rate)
         direct = run_load(direct_url, BOX_KEYS[0], args.requests, args.concurrency, "direct, under load")
         router = run_load(router_url, KEY, args.requests, args.concurrency, "router, under load")
         version = subprocess.run(["docker", "exec", container, "haproxy", "-v"], capture_output=True, text=True).stdout
-        rows.append((version.split(" - ")[0].removeprefix("HAProxy version "), low_direct, low_router, direct, router))
+        rows.append((version.split()[2], low_direct, low_router, paced_direct, paced_router, direct, router))
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
         for backend in backends:
@@ -136,15 +141,21 @@ def main() -> int:
     print(f"the router ({image}) on cpu {router_cores}; backends and client on cpu {client_core}; "
           f"streamed chat requests with tools, {args.concurrency} at a time under load")
     print(f"{'HAProxy':<22} {'run':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    names = ("direct, 1 at a time", "router, 1 at a time", f"direct, {args.rate:.0f}/s", f"router, {args.rate:.0f}/s",
+             f"direct, {args.concurrency} at once", f"router, {args.concurrency} at once")
     for router_name, *runs in rows:
-        for name, r in zip(("direct, 1 at a time", "router, 1 at a time", "direct, under load", "router, under load"),
-                           runs):
+        for name, r in zip(names, runs):
             print(f"{router_name:<22} {name:<22} {r['req_per_s'] or 0:>8.1f} {r['e2e_ms']['p50'] or 0:>8.1f} "
                   f"{r['e2e_ms']['p99'] or 0:>8.1f} {r['error_count']:>6}")
-        low_direct, low_router, direct, router = runs
-        print(f"{router_name:<22} added p50 at 1 at a time: {(low_router['e2e_ms']['p50'] or 0) - (low_direct['e2e_ms']['p50'] or 0):.1f} ms; "
-              f"added p50 under load: {(router['e2e_ms']['p50'] or 0) - (direct['e2e_ms']['p50'] or 0):.1f} ms; "
-              f"router / direct throughput: {(router['req_per_s'] or 0) / (direct['req_per_s'] or 1):.2f}x")
+
+        def added(router: dict, direct: dict) -> str:
+            return f"{(router['e2e_ms']['p50'] or 0) - (direct['e2e_ms']['p50'] or 0):.1f} ms"
+
+        low_direct, low_router, paced_direct, paced_router, direct, router = runs
+        print(f"{router_name:<22} added p50: {added(low_router, low_direct)} one at a time, "
+              f"{added(paced_router, paced_direct)} at {args.rate:.0f} requests/s, {added(router, direct)} at "
+              f"{args.concurrency} at once; router / direct throughput: "
+              f"{(router['req_per_s'] or 0) / (direct['req_per_s'] or 1):.2f}x")
     return 0
 
 
