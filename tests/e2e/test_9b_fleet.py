@@ -23,12 +23,6 @@ from tests.support.load import BackgroundLoad
 from tests.support.scenario import API_KEY, ROOT, Scenario, sh
 
 
-# Between a load worker's requests. Unpaced, two workers through the router keep box-a's core busy
-# (14,512 requests in one roll) and the restarting box starves beside them: 20 requests/s at most
-# still proves that no request fails.
-PAUSE = 0.1
-
-
 @pytest.fixture(scope="module")
 def fleet(report, ssh_stack_gone):
     with converged_fleet(report=report) as fleet:
@@ -96,7 +90,7 @@ def test_a_dead_box_leaves_rotation_with_no_failed_request_and_rejoins(fleet):
     shared = [m for m in models_of(fleet, "box-a") if m in models_of(fleet, "box-b")]
     vllm_b = fleet.boxes["box-b"].vllm_container()
     with fleet.phase("box-b down and back under load"):
-        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, pause=PAUSE) as load:
+        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2) as load:
             time.sleep(3)
             _kill(vllm_b)
             time.sleep(15)
@@ -145,8 +139,7 @@ def test_an_engine_change_rolls_one_box_at_a_time_with_no_failed_request(fleet):
     with fleet.phase("engine change rolled under load"):
         # Each reload of the router closes its idle keep-alive connections: a client sends such a request
         # again, as the openai client does by default (the issue allows retries; the summary counts them).
-        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, retry_connection_errors=True,
-                            pause=PAUSE) as load:
+        with BackgroundLoad(fleet.router_url, API_KEY, shared, workers=2, retry_connection_errors=True) as load:
             payload = fleet.deploy()
     after = {name: box.vllm_started_at() for name, box in fleet.boxes.items()}
     first, second = sorted(after, key=after.get)

@@ -4,7 +4,7 @@ One frontend takes every request. It answers `/health` (no key) and `/v1/models`
 user's key against its SHA-256 (the file never holds that key), reads `model` from the JSON body and
 hands the request to that model's backend. A model's backend picks one of the healthy boxes serving
 it at random by weight (its home box `router_home_weight` to 1, so prefix caches and LoRA slots stay
-warm) and, when a box refuses the connection or answers 404 or 5xx before sending anything, retries
+warm) and, when a box refuses the connection or answers 404, 502, 503 or 504 before any byte, retries
 once or twice on another box.
 
 Each box sits behind its own internal proxy (`listen box_<name>`, reached over an abstract socket)
@@ -26,7 +26,7 @@ from lorafleet.deploy.fleet import Fleet, slug
 BUFFER_BYTES = 262_144
 MAX_REQUEST_BYTES = 229_376  # the buffer less room for headers and HAProxy's rewrites
 TIMEOUT = "10m"  # a request's longest answer (streams included); also how long a reload lets old streams run
-BOX_HEADER = "x-lorafleet-box"  # names the box that answered (the tests and `lorafleet bench` read it)
+BOX_HEADER = "x-lorafleet-box"  # names the box that answered: for the operator and the tests
 # A box that refuses, resets, or answers these before any byte reached the client: try another box.
 RETRY_ON = "conn-failure empty-response junk-response 404 502 503 504"
 _ID = "@CONFIG_ID@"  # in /health's answer: the id of the configuration the running router serves
