@@ -42,6 +42,9 @@ def apply(s: Settings, fleet: Fleet, engine: EngineView = SAME_PATHS) -> None:
         dest=p.router_config,
         temp_dir=p.router_run_dir,
     )
+    # LiteLLM's configuration, from before the router was HAProxy: it held the boxes' keys.
+    files.file(name="Remove the former router's config.yaml (it held the boxes' keys)",
+               path=f"{p.router_run_dir}/config.yaml", present=False)
     compose = files.put(name="Render the router's compose project", src=StringIO(plan.compose(s, engine)),
                         dest=p.router_compose_file)
     running = host.get_fact(ContainerRunning, container=plan.container(s))
