@@ -36,14 +36,6 @@ BOX_KEYS = ("sk-box-ceiling-0", "sk-box-ceiling-1")
 ADAPTERS = ("weather", "sql", "email")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def router_settings_and_config(ports: list[int], router_port: int):
     """The deploy's router settings and configuration for a fleet of two boxes at these loopback ports."""
     from lorafleet.deploy.fleet import fleet_of
@@ -90,6 +82,7 @@ def main() -> int:
     from lorafleet.deploy import layout
     from lorafleet.deploy.router import plan
     from tests.support.docker_env import ensure_built
+    from tests.support.scenario import free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)

@@ -32,10 +32,11 @@ RETRY_ON = "conn-failure empty-response junk-response 404 502 503 504"
 _ID = "@CONFIG_ID@"  # in /health's answer: the id of the configuration the running router serves
 
 
-def _error(status: int, message: str, kind: str, code: str) -> str:
+def _error(status: int, message: str, kind: str, code: str, directive: str = "http-request return") -> str:
+    """An OpenAI-style JSON error as HAProxy answers it (`directive`: a rule's return, or `http-error`)."""
     assert "'" not in message, "the body is single-quoted in the configuration"
     body = json.dumps({"error": {"message": message, "type": kind, "code": code}}, separators=(",", ":"))
-    return f"http-request return status {status} content-type application/json string '{body}'"
+    return f"{directive} status {status} content-type application/json string '{body}'"
 
 
 def _key_check(key: str) -> str:
@@ -79,7 +80,7 @@ def body(fleet: Fleet, drained: frozenset[str] = frozenset()) -> list[str]:
         "    timeout queue 60s",
         # HAProxy's own 503 (no box serving the model is up) in the API's shape, not an HTML page.
         "    " + _error(503, "no box serving this model is up (lorafleet status --fleet)", "server_error",
-                        "no_box_available").replace("http-request return", "http-error", 1),
+                        "no_box_available", directive="http-error"),
         "",
         "frontend fleet",
         f"    bind :{s.router_port}",
