@@ -56,6 +56,7 @@ enable_tool_calling = True  # --enable-auto-tool-choice: FunctionGemma's calls b
 tool_call_parser = "lorafleet_functiongemma"  # the project's parser: every value type; "functiongemma" is vLLM's (strings only)
 extra_vllm_args = []  # more `vllm serve` flags, e.g. ["--seed", "0"]; never one the deploy sets (refused, naming its setting)
 vllm_env = {}  # more environment for vLLM, e.g. {"VLLM_USE_V2_MODEL_RUNNER": "0"} on releases that crash under WSL2; never a variable the deploy sets
+vllm_cpuset = ""  # CPUs the vLLM container may use, as docker's --cpuset-cpus takes them (e.g. "0-7"); empty: every CPU
 health_timeout_seconds = 900  # how long a (re)start may take to answer /health: model loading takes minutes
 deploy_lock_wait_seconds = 600  # how long a deploy waits for another one on the same box before it stops
 break_deploy_lock = False  # True (once, e.g. `--data break_deploy_lock=True`): remove a crashed deploy's lock

@@ -97,6 +97,21 @@ class LocalBaseImage(FactBase):
         return local_base.newest(output)
 
 
+class EngineCpus(FactBase):
+    """How many CPUs the Docker engine has (Docker Desktop: its VM's); None where it does not answer."""
+
+    def command(self) -> str:
+        return "docker info --format '{{.NCPU}}' 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return None
+
+    def process(self, output):
+        text = output[0].strip() if output else ""
+        return int(text) if text.isdigit() else None
+
+
 class ContainerRunning(FactBase):
     """Whether a container exists and runs."""
 

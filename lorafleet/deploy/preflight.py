@@ -18,6 +18,7 @@ from lorafleet.deploy.engine import SAME_PATHS, EngineView, from_inspect
 from lorafleet.deploy.facts import (
     ContainerRunning,
     DockerVersions,
+    EngineCpus,
     EngineRoundTrip,
     GatewayContainer,
     GpuInContainer,
@@ -26,6 +27,7 @@ from lorafleet.deploy.facts import (
     StorageRoots,
 )
 from lorafleet.deploy.fleet import slug
+from lorafleet.deploy.rules import cpuset_cpus
 from lorafleet.deploy.settings import Settings
 from lorafleet.deploy.settings_table import protected_folder
 
@@ -39,6 +41,17 @@ def engine_answers() -> None:
     not answer would look like one with nothing to remove."""
     if not host.get_fact(DockerVersions)["server"]:
         raise DeployError(f"{host.name}: {ENGINE_DOWN}; nothing was removed")
+
+
+def cpuset_problems(cpuset: str, engine_cpus: int | None) -> list[str]:
+    """A CPU the engine does not have would fail `compose up` after the deploy changed the box: refuse it first."""
+    if engine_cpus is None:
+        return []
+    missing = sorted({cpu for cpu in cpuset_cpus(cpuset) if cpu >= engine_cpus})
+    if not missing:
+        return []
+    return [f"vllm_cpuset={cpuset!r} names CPU {', '.join(map(str, missing))}, but the Docker engine has {engine_cpus} "
+            f"CPUs (0-{engine_cpus - 1}; `docker info` shows NCPU): name CPUs below {engine_cpus}, or leave it empty"]
 
 
 def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
@@ -68,6 +81,8 @@ def check(s: Settings, routes: bool = False) -> tuple[EngineView, Settings]:
         if real != path and (reason := protected_folder(real)):
             problems.append(f"{key}={path} resolves on the host to {real} (through a link), which {reason}: "
                             f"choose a folder of your own for {key}")
+    if s.vllm_cpuset and s.serve_models and versions["server"]:
+        problems += cpuset_problems(s.vllm_cpuset, host.get_fact(EngineCpus))
     gpus = _read_gpus(s, problems) if s.profile == "cuda" and s.serve_models else None  # a router runs no vLLM
     choice = gpu.choose_dtype(s.dtype, s.profile, gpus) if s.serve_models else gpu.DtypeChoice("", "serves no model")
     if gpus is not None:

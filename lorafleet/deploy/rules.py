@@ -31,7 +31,18 @@ PARSER_NAME = re.compile(r"[a-z0-9_]{1,64}")
 CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
+# CPUs as `docker run --cpuset-cpus` takes them: "3", "0-3", "0,2,4-7".
+CPUSET = re.compile(r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def cpuset_cpus(cpuset: str) -> list[int]:
+    """The CPUs a CPUSET names, e.g. [0, 2, 3] for "0,2-3"; a range written backwards names none."""
+    cpus: list[int] = []
+    for part in cpuset.split(","):
+        low, _, high = part.partition("-")
+        cpus += range(int(low), int(high or low) + 1)
+    return cpus
 
 # Storage roots the deploy writes into: never these (nor anything below the second set).
 SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",

@@ -73,6 +73,7 @@ class Settings:
     tool_call_parser: str
     extra_vllm_args: tuple[str, ...]
     vllm_env: tuple[tuple[str, str], ...]
+    vllm_cpuset: str
     health_timeout_seconds: int
     check_adapter_base: bool
     require_pinned_revisions: bool

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any, Callable, Mapping
 
 from lorafleet.deploy.rules import (
-    ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, DTYPES, HOSTNAME, IMAGE_REF, NETWORK_MODES,
+    ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, CPUSET, DTYPES, HOSTNAME, IMAGE_REF, NETWORK_MODES,
     PARSER_NAME, PROFILES, PURGEABLE_ROOTS, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
 )
 
@@ -193,6 +193,19 @@ def roots_to_purge(key: str, value: Any, problems: list[str]) -> tuple[str, ...]
     return tuple(dict.fromkeys(value))
 
 
+def cpuset(key: str, value: Any, problems: list[str]) -> str:
+    """CPUs as docker's --cpuset-cpus takes them, each range written low to high; empty: every CPU. The number 0
+    is CPU 0 here, not "empty" as unless_empty would read it."""
+    if value is None or value == "":
+        return ""
+    value = str(value)
+    if not CPUSET.fullmatch(value) or any(int(low) > int(high) for low, _, high in
+                                          (part.partition("-") for part in value.split(",")) if high):
+        problems.append(f"{key}={value!r} is not a CPU list: write CPUs as docker's --cpuset-cpus takes them, "
+                        "e.g. \"0-3\" or \"0,2,4-7\" (empty: every CPU)")
+    return value
+
+
 def as_given(key: str, value: Any, problems: list[str]) -> Any:
     """Checked with other settings, in settings.py (adapters need served_model_name and base_model_source)."""
     return value
@@ -251,6 +264,7 @@ TABLE: tuple[Row, ...] = (
         "is not allowed: use lorafleet_functiongemma (the project's) or a parser vLLM ships, e.g. functiongemma")),
     Row("extra_vllm_args", strings),
     Row("vllm_env", environment),
+    Row("vllm_cpuset", cpuset),
     Row("health_timeout_seconds", whole(10)),
     Row("deploy_lock_wait_seconds", whole(0)),
     Row("break_deploy_lock", flag),

@@ -190,3 +190,21 @@ def test_a_template_that_drops_a_setting_is_caught_before_upload(gpu, tmp_path, 
 def test_vllm_runs_under_an_init_that_reaps_its_engine_processes(local, gpu):
     # Without it `docker stop` met a zombie engine process and failed (found by the fleet's e2e).
     assert service(local)["init"] is True and service(gpu)["init"] is True
+
+
+def test_a_cpu_set_confines_the_container_and_recreates_it_only_when_set(gpu, gpu_data):
+    assert "cpuset" not in service(gpu)
+    pinned = build_settings({**gpu_data, "vllm_cpuset": "0-3,8"}, SECRETS)
+    assert service(pinned)["cpuset"] == "0-3,8"
+    assert serving_plan.server_hash(pinned) != serving_plan.server_hash(gpu)
+    # None set: the hash a deploy from before the setting existed computed, so an upgrade restarts nothing.
+    assert serving_plan.server_hash(gpu) == serving_plan.server_hash(build_settings({**gpu_data, "vllm_cpuset": ""}, SECRETS))
+
+
+def test_preflight_refuses_a_cpu_the_engine_does_not_have():
+    from lorafleet.deploy.preflight import cpuset_problems
+
+    assert cpuset_problems("0-3", 4) == [] and cpuset_problems("0-7", None) == []
+    (problem,) = cpuset_problems("2-5,9", 4)
+    assert problem.startswith("vllm_cpuset='2-5,9' names CPU 4, 5, 9, but the Docker engine has 4 CPUs (0-3")
+    assert "leave it empty" in problem

@@ -25,7 +25,8 @@ PROBES = [
     "/mnt/d/Ana's AI", "/mnt/d/a:b", "/mnt/d/$HOME", "/mnt/d/ a", "127.0.0.1", "0.0.0.0", "::1", "not an ip",
     "tag:gpu", "tag:gpu,tag:lf", "gpu", "vllm/vllm-openai:v0.32.0", "vllm/vllm-openai:latest", "python:3.11-slim",
     "main", "0123456789abcdef0123456789abcdef01234567", "main;id", "..", "lorafleet_functiongemma", "LoraFleet",
-    "lorafleet-serving", "function-gemma-server", "gpu box", "google/functiongemma-270m-it",
+    "lorafleet-serving", "function-gemma-server", "gpu box", "google/functiongemma-270m-it", "0-3", "3-0", "0,2,4-7",
+    "1,",
 ]
 
 

@@ -97,8 +97,9 @@ def serve_files_hash() -> str:
 
 def server_hash(s: Settings) -> str:
     """Changes exactly when the vLLM container must be recreated: image, weights, flags, environment, entrypoint."""
+    # The CPU set joins the hash only when set: a deploy that sets none keeps the hash it had before it existed.
     return sha256_hex(serving_image(s), base_model_identity(s), json.dumps(vllm_args(s)),
-                      json.dumps(vllm_environment(s)), serve_files_hash())
+                      json.dumps(vllm_environment(s)), serve_files_hash(), *([s.vllm_cpuset] if s.vllm_cpuset else []))
 
 
 def compose_literal(value):
