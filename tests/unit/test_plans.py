@@ -12,6 +12,7 @@ import yaml
 
 from lorafleet.deploy import hub, layout, stack
 from lorafleet.deploy.gateway import plan as gateway_plan
+from lorafleet.deploy.hashing import sha256_hex
 from lorafleet.deploy.serving import plan as serving_plan
 from lorafleet.deploy.settings import Secrets, build_settings
 
@@ -197,8 +198,11 @@ def test_a_cpu_set_confines_the_container_and_recreates_it_only_when_set(gpu, gp
     pinned = build_settings({**gpu_data, "vllm_cpuset": "0-3,8"}, SECRETS)
     assert service(pinned)["cpuset"] == "0-3,8"
     assert serving_plan.server_hash(pinned) != serving_plan.server_hash(gpu)
-    # None set: the hash a deploy from before the setting existed computed, so an upgrade restarts nothing.
-    assert serving_plan.server_hash(gpu) == serving_plan.server_hash(build_settings({**gpu_data, "vllm_cpuset": ""}, SECRETS))
+    # None set: the hash a deploy from before the setting existed computed, so the setting alone recreates nothing.
+    before = sha256_hex(serving_plan.serving_image(gpu), serving_plan.base_model_identity(gpu),
+                        json.dumps(serving_plan.vllm_args(gpu)), json.dumps(serving_plan.vllm_environment(gpu)),
+                        serving_plan.serve_files_hash())
+    assert serving_plan.server_hash(gpu) == before
 
 
 def test_preflight_refuses_a_cpu_the_engine_does_not_have():
