@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from lorafleet.deploy.rules import (
     ALLOWED_LORA_RANKS, BASE_MODEL_SOURCES, COMPOSE_PROJECT, CONTAINER_NAME, CPUSET, DTYPES, HOSTNAME, IMAGE_REF, NETWORK_MODES,
     PARSER_NAME, PROFILES, PURGEABLE_ROOTS, REVISION, SAFE_PATH, SECRET_FOLDERS, SERVED_NAME, SYSTEM_FOLDERS, SYSTEM_FOLDERS_DEEP, TAG,
+    cpuset_ranges,
 )
 
 Rule = Callable[[str, Any, list[str]], Any]
@@ -199,8 +200,7 @@ def cpuset(key: str, value: Any, problems: list[str]) -> str:
     if value is None or value == "":
         return ""
     value = str(value)
-    if not CPUSET.fullmatch(value) or any(int(low) > int(high) for low, _, high in
-                                          (part.partition("-") for part in value.split(",")) if high):
+    if not CPUSET.fullmatch(value) or any(low > high for low, high in cpuset_ranges(value)):
         problems.append(f"{key}={value!r} is not a CPU list: write CPUs as docker's --cpuset-cpus takes them, "
                         "e.g. \"0-3\" or \"0,2,4-7\" (empty: every CPU)")
     return value
