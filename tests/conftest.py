@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import lanes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +49,40 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # The fast suites before the e2e suite: their answer comes first, and on two workers (tests/support/lanes.py)
+    # they run in the `own` lane before its e2e modules, so they are done before the fleet's module runs.
+    items.sort(key=lambda item: lanes.E2E in item.nodeid)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """pyproject's `-n auto`: two workers for a run that includes the e2e suite (tests/support/lanes.py)."""
+    return lanes.workers_for(config.args, config.invocation_params.dir, lanes.cpus())
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        """Each lane is one unit of work: all of its tests go to one worker, in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return lanes.lane(nodeid)
+
+    return Lanes(config, log)
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a worker: its e2e report lines go to the controller
+        workeroutput["e2e_report"] = list(lanes.REPORT)
+
+
+def pytest_testnodedown(node, error):
+    lanes.REPORT.extend(getattr(node, "workeroutput", {}).get("e2e_report", []))
+
+
 # Where the time goes, printed at the end of every run (CI's log included): each module's time with its
 # fixtures (a module-scoped stack's start is in its first test's setup), and the five slowest tests.
 _SECONDS: dict[str, float] = {}
@@ -57,6 +93,10 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if lanes.REPORT:
+        terminalreporter.section("e2e scenario: phases and results")
+        for line in lanes.REPORT:
+            terminalreporter.write_line(line)
     if not _SECONDS:
         return
     modules: dict[str, list[float]] = {}

@@ -12,6 +12,17 @@ for arg in "$@"; do
     build_args+=(--build-arg "$arg")
 done
 
+# One build of an image at a time on this host: deploys of two stacks here (the fleet's boxes on one machine)
+# would otherwise each build it, side by side. The second waits, then finds it built.
+if command -v flock >/dev/null; then
+    exec 9>"${TMPDIR:-/tmp}/lorafleet-build-$(tr -c 'A-Za-z0-9.-' '_' <<<"$image").lock"
+    flock 9
+    if docker image inspect "$image" >/dev/null 2>&1; then
+        echo "lorafleet: $image was built meanwhile by another deploy on this host"
+        exit 0
+    fi
+fi
+
 log="$context/build.log"
 started=$SECONDS
 set +e

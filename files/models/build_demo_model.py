@@ -57,11 +57,14 @@ demo_data.py the synthetic data, demo_training.py the glue to lora.py, demo_chec
 demo_models.py the base and adapters.
 
 Reuse: ``inputs_hash`` = sha256 of the builder's files (this script, then BUILDER_PARTS) + the shared
-files' bytes + the normalised arguments (adapters, base name, seed; not --out).  If DIR/demo.json has the
-same hash the script prints "demo model up to date" and exits 0.  The build happens in DIR/.build-*/
-and is moved into place by renames; demo.json is removed first and written last, so a DIR with
-demo.json is always complete.  Every trained model is checked (teacher-forced margins + greedy
-generation on held-out prompts) before anything is moved into place; a failed check exits 1.
+files' bytes + the normalised arguments (base name, seed; not --out, not the adapters: the base and each
+adapter depend only on these and, an adapter, its own name).  If DIR/demo.json has the same hash and every
+adapter asked for, the script prints "demo model up to date" and exits 0; if it has the same hash but lacks
+some adapters, only those are trained, on the base in place, and the others stay as they are (a build of
+more adapters than asked for is kept whole).  The build happens in DIR/.build-*/ and is moved into place by
+renames; demo.json is removed first and written last, so a DIR with demo.json is always complete.  Every
+trained model is checked (teacher-forced margins + greedy generation on held-out prompts) before anything
+is moved into place; a failed check exits 1.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ if str(HERE) not in sys.path:  # the builder's parts lie beside it (a script's f
     sys.path.insert(0, str(HERE))
 
 from demo_data import KNOWN_ADAPTERS, adapter_spec, rand_tool, tokenizer_corpus  # noqa: E402
-from demo_models import FORMAT_VERSION, build_adapter, build_base, manifest  # noqa: E402
+from demo_models import FORMAT_VERSION, build_adapter, build_base, load_base, manifest  # noqa: E402
 from demo_tokenizer import CHAT_TEMPLATE, FUNCTION_TOKENS, PAD, build_tokenizer, control_token_ids  # noqa: E402
 from demo_training import SHARED_FILES, Examples, find_lora, find_shared, load_lora, load_shared, lora_options  # noqa: E402
 
@@ -147,9 +150,9 @@ def main(argv=None) -> int:
             print(f"ERROR: {name} ({'/'.join(package_path)}, shared with the lorafleet package) must be beside {script} "
                   "or in the lorafleet package around it", file=sys.stderr)
             return 2
-    norm = {"adapters": names, "base_name": a.base_name, "seed": a.seed, "format": FORMAT_VERSION}
+    norm = {"base_name": a.base_name, "seed": a.seed, "format": FORMAT_VERSION}
     ihash = inputs_hash(script, norm)
-    if not a.force and up_to_date(out, ihash, names):
+    if not a.force and set(names) <= set(held_adapters(out, ihash)):
         print("demo model up to date")
         return 0
 
@@ -160,25 +163,31 @@ def main(argv=None) -> int:
         # builders of different containers all have the same pid. A second build waits for the first,
         # then finds its result.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not a.force and up_to_date(out, ihash, names):
+        held = [] if a.force else held_adapters(out, ihash)
+        if set(names) <= set(held):
             print("demo model up to date (built by another run meanwhile)")
             return 0
         t_start = time.time()
         tmp = start_build(out, a.seed)
+        lora = load_lora(script)
         try:
-            return build(a, names, out, tmp, ihash, t_start, load_lora(script))
+            if held:
+                return add(a, [n for n in names if n not in held], out, tmp, ihash, t_start, lora)
+            return build(a, names, out, tmp, ihash, t_start, lora)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def up_to_date(out: Path, ihash: str, names: list[str]) -> bool:
-    """DIR holds a complete build from the same inputs (demo.json is written last)."""
+def held_adapters(out: Path, ihash: str) -> list[str]:
+    """The adapters of a complete build from the same inputs in DIR (demo.json is written last); [] if none."""
     try:
         old = json.loads((out / "demo.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(old, dict) and old.get("inputs_hash") == ihash and (out / "base" / "config.json").is_file() and all(
-        (out / "adapters" / n / "adapter_config.json").is_file() for n in names)
+        return []
+    if not (isinstance(old, dict) and old.get("inputs_hash") == ihash and (out / "base" / "config.json").is_file()):
+        return []
+    names = [entry.get("name") for entry in old.get("adapters", []) if isinstance(entry, dict)]
+    return [n for n in names if isinstance(n, str) and (out / "adapters" / n / "adapter_config.json").is_file()]
 
 
 def start_build(out: Path, seed: int) -> Path:
@@ -199,10 +208,9 @@ def start_build(out: Path, seed: int) -> Path:
     return tmp
 
 
-def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float, lora) -> int:
-    """The tokenizer, the base and each adapter, built and checked in ``tmp``, then moved into ``out``."""
+def prepare(a, lora, t_start: float):
+    """The tokenizer, its control tokens' ids and the examples: the same in every build from the same seed."""
     rng = random.Random(a.seed)
-    specs = {n: adapter_spec(n) for n in names}
     # The base (and each adapter) depends only on the builder, the seed (and the adapter's own
     # name): changing the adapter list leaves the base and the other adapters byte-identical.
     known_tools = [adapter_spec(n)["tool"] for n in KNOWN_ADAPTERS]
@@ -210,42 +218,76 @@ def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float, lora) -> i
     tok = build_tokenizer(corpus)
     ids_of = control_token_ids(tok)  # FunctionGemma's control tokens: each one token, also inside running text
     print(f"tokenizer: {len(tok)} tokens ({time.time() - t_start:.1f}s)", flush=True)
+    return tok, ids_of, Examples(lora, tok, known_tools)
 
-    data = Examples(lora, tok, known_tools)
-    base = build_base(a, lora, tok, ids_of, data, tmp / "base", t_start)
-    if base is None:
-        return 1
-    # the adapters: the same training code as `lorafleet train` (lorafleet/train/lora.py)
+
+def train_adapters(a, lora, base, tok, ids_of, data, names, tmp: Path, t_start: float) -> list[dict] | None:
+    """Each adapter, trained by the same code as `lorafleet train` (lorafleet/train/lora.py); None if one fails."""
     options = lora_options(lora)
     adapters = []
     for n in names:
-        adapter = build_adapter(a, lora, base, tok, ids_of[PAD], data, options, n, specs[n], tmp / "adapters" / n,
+        adapter = build_adapter(a, lora, base, tok, ids_of[PAD], data, options, n, adapter_spec(n), tmp / "adapters" / n,
                                 t_start)
         if adapter is None:
-            return 1
+            return None
         adapters.append(adapter)
+    return adapters
 
+
+def build(a, names, out: Path, tmp: Path, ihash: str, t_start: float, lora) -> int:
+    """The tokenizer, the base and each adapter, built and checked in ``tmp``, then moved into ``out``."""
+    tok, ids_of, data = prepare(a, lora, t_start)
+    if not build_base(a, lora, tok, ids_of, data, tmp / "base", t_start):
+        return 1
+    # The adapters learn on the base as saved (and served), as an adapter added later does: trained on the model
+    # still in memory, an adapter differed from the same one trained on the base read back.
+    base = load_base(tmp / "base")
+    adapters = train_adapters(a, lora, base, tok, ids_of, data, names, tmp, t_start)
+    if adapters is None:
+        return 1
     elapsed = time.time() - t_start
-    install(out, tmp, manifest(a, ihash, adapters, elapsed))
-    sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*.safetensors")}
-    for k, v in sorted(sizes.items()):
-        print(f"  {k}: {v / 1024:.0f} KiB")
-    print(f"demo model built in {elapsed:.1f}s: {out}")
+    install(out, tmp, manifest(a, ihash, adapters, elapsed), ["base", "adapters"])
+    report(out, f"demo model built in {elapsed:.1f}s: {out}")
     return 0
 
 
-def install(out: Path, tmp: Path, demo_json: dict) -> None:
-    """Moves base/ and adapters/ from ``tmp`` into ``out`` by renames; demo.json is removed first, written last."""
+def add(a, names, out: Path, tmp: Path, ihash: str, t_start: float, lora) -> int:
+    """The adapters a build from the same inputs lacks, trained on its base and moved in beside its others."""
+    tok, ids_of, data = prepare(a, lora, t_start)
+    base = load_base(out / "base")
+    print(f"base: reused from {out / 'base'} ({time.time() - t_start:.1f}s)", flush=True)
+    adapters = train_adapters(a, lora, base, tok, ids_of, data, names, tmp, t_start)
+    if adapters is None:
+        return 1
+    old = json.loads((out / "demo.json").read_text())
+    elapsed = time.time() - t_start
+    demo_json = manifest(a, ihash, [e for e in old["adapters"] if e.get("name") not in names] + adapters,
+                         old.get("build_seconds", 0) + elapsed)
+    install(out, tmp, demo_json, [f"adapters/{n}" for n in names])
+    report(out, f"demo model: {', '.join(names)} added in {elapsed:.1f}s: {out}")
+    return 0
+
+
+def report(out: Path, done: str) -> None:
+    sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*.safetensors")}
+    for k, v in sorted(sizes.items()):
+        print(f"  {k}: {v / 1024:.0f} KiB")
+    print(done)
+
+
+def install(out: Path, tmp: Path, demo_json: dict, parts: list[str]) -> None:
+    """Moves ``parts`` (paths under DIR) from ``tmp`` into ``out`` by renames; demo.json is removed first, written
+    last. What a part replaces goes into ``tmp`` (removed with it)."""
     for path in [tmp, *tmp.rglob("*")]:  # readable by a serving container running as another user
         path.chmod(0o755 if path.is_dir() else 0o644)
     manifest_path = out / "demo.json"
     manifest_path.unlink(missing_ok=True)  # from here on, DIR is "not built" until demo.json appears
-    for sub in ("base", "adapters"):
-        old = out / sub
+    for part in parts:
+        old = out / part
         if old.exists():
-            trash = tmp / f"old-{sub}"
-            old.rename(trash)
-        (tmp / sub).rename(out / sub)
+            old.rename(tmp / f"old-{part.replace('/', '-')}")
+        old.parent.mkdir(exist_ok=True)
+        (tmp / part).rename(old)
     part = out / f".demo.json.{os.getpid()}"
     part.write_text(json.dumps(demo_json, indent=2) + "\n")
     part.chmod(0o644)

@@ -49,9 +49,9 @@ def new_base_model(ids_of: dict[str, int]):
     return model
 
 
-def build_base(a, lora, tok, ids_of: dict[str, int], data: Examples, base_dir: Path, t_start: float):
-    """The base, trained to answer BASE_REPLY to any prompt, checked, saved into ``base_dir`` (bf16);
-    returned in float32 and frozen, for the adapters.  None if its check fails."""
+def build_base(a, lora, tok, ids_of: dict[str, int], data: Examples, base_dir: Path, t_start: float) -> bool:
+    """The base, trained to answer BASE_REPLY to any prompt, checked, saved into ``base_dir`` (bf16, as it is
+    served; the adapters learn on it as load_base reads it back).  False if its check fails."""
     pad_id = ids_of[PAD]
     base_target = BASE_REPLY + EOT
     base_train = data.training(base_target, 1536, random.Random(a.seed + 2), data.known_tools)
@@ -66,23 +66,20 @@ def build_base(a, lora, tok, ids_of: dict[str, int], data: Examples, base_dir: P
         "base+", lm_weight=0.3))
     if not ok:
         print(f"ERROR: base model check failed (margin {margin:.2f}, bad outputs {bad[:3]})", file=sys.stderr)
-        return None
-    model = save_base(model, tok, ids_of, base_dir, a.base_name)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+        return False
+    save_base(model, tok, ids_of, base_dir, a.base_name)
+    return True
 
 
-def save_base(model, tok, ids_of: dict[str, int], base_dir: Path, base_name: str):
+def save_base(model, tok, ids_of: dict[str, int], base_dir: Path, base_name: str) -> None:
     """Saves the model (in bf16, as it is served), its tokenizer with the chat template and its generation
-    config; returns the model in float32."""
+    config."""
     import torch
     from transformers import GenerationConfig
 
     model = model.to(torch.bfloat16)  # saved (and served) in bf16
     model.config.use_cache = True
     model.save_pretrained(base_dir, safe_serialization=True)
-    model = model.to(torch.float32)
     tok.save_pretrained(base_dir)
     # chat template also inside tokenizer_config.json (transformers 5 writes chat_template.jinja)
     tc_path = base_dir / "tokenizer_config.json"
@@ -96,6 +93,17 @@ def save_base(model, tok, ids_of: dict[str, int], base_dir: Path, base_name: str
     (base_dir / "README.md").write_text(
         f"# {base_name}\n\nTiny offline demo model built by lorafleet's build_demo_model.py "
         "(random init, trained for seconds on synthetic prompts). Not a real language model.\n")
+
+
+def load_base(base_dir: Path):
+    """The base a build saved (bf16), in float32 and frozen, as build_base returns it: the adapters trained on
+    it are the same as those trained in the same run as the base."""
+    import torch
+    from transformers import Gemma3ForCausalLM
+
+    model = Gemma3ForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
+    for p in model.parameters():
+        p.requires_grad_(False)
     return model
 
 

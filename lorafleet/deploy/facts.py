@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from pyinfra import host
@@ -284,6 +285,11 @@ def marker_is(path: str, expected: str) -> bool:
     """Whether a marker file lorafleet wrote (layout's *_MARKER) says `expected` on its first line."""
     lines = host.get_fact(FileContents, path=path)
     return bool(lines) and lines[0].strip() == expected
+
+
+def says_and_lists(lines: list[str] | None, expected: str, names: Iterable[str]) -> bool:
+    """Whether a marker's lines (FileContents) say `expected` first and list every one of `names` after it."""
+    return bool(lines) and lines[0].strip() == expected and set(names) <= {line.strip() for line in lines[1:]}
 
 
 class ComposeProject(FactBase):

@@ -96,7 +96,7 @@ def shipped_files() -> dict[Path, str]:
 
 # -- Markers: files lorafleet writes to say what a folder holds -------------------
 SOURCE_MARKER = ".lorafleet-source"  # in a model or adapter folder: where it came from; only such folders are ever pruned
-INPUTS_MARKER = ".lorafleet-inputs"  # in the demo build: the hash of the inputs it was built from
+INPUTS_MARKER = ".lorafleet-inputs"  # in the demo build: the hash of the inputs it was built from, then its adapters
 VERSIONS_DIR = ".versions"  # in adapters_root: one symlink per adapter version
 STAGING_SUFFIX = ".partial"  # a download or copy in progress; renamed into place when complete
 PROBE_MARKER = ".lorafleet-probe"  # + "-TOKEN": written and removed by the round trip through the engine

@@ -68,8 +68,18 @@ def base_model_identity(s: Settings) -> str:
 
 
 def demo_inputs_hash(s: Settings) -> str:
-    names = ",".join(a.name for a in s.adapters if a.kind == "demo")
-    return sha256_hex(*(shipped_bytes(path) for path in layout.DEMO_FILES.values()), names, serving_image(s))
+    """What the demo build is made from, whichever demo adapters are declared.
+
+    The builder makes the base and each adapter from its own files, the seed and (an adapter) its own name
+    only, so a build holding more adapters than declared serves a box as well: the build's marker lists the
+    adapters it holds (demo_adapters_built), and the names stay out of this hash. Adding a demo adapter then
+    changes neither the base's identity (no restart) nor the other adapters' versions (no reload).
+    """
+    return sha256_hex(*(shipped_bytes(path) for path in layout.DEMO_FILES.values()), serving_image(s))
+
+
+def demo_adapter_names(s: Settings) -> list[str]:
+    return [a.name for a in s.adapters if a.kind == "demo"]
 
 
 def render_env_file(s: Settings) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import sys
+import time
+
 import pytest
 
-from tests.support.scenario import API_KEY, Scenario, converged, docker_engine_problem
+from tests.support import lanes
+from tests.support.scenario import API_KEY, WORK, Scenario, converged, docker_engine_problem
 
 PROBLEM = docker_engine_problem()
 
@@ -19,29 +24,38 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=PROBLEM))
 
 
-REPORT: list[str] = []
-
-
 @pytest.fixture(scope="session")
 def report(pytestconfig):
-    """Print a line now (past pytest's capture) and again in the summary at the end."""
+    """Print a line now (past pytest's capture) and again in the summary at the end (tests/conftest.py)."""
     terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    worker = hasattr(pytestconfig, "workerinput")  # a worker's terminal is not shown: its stderr is
 
     def write(line: str) -> None:
-        REPORT.append(line)
-        if terminal and capture:
+        lanes.REPORT.append(line)
+        if capture:
             with capture.global_and_fixture_disabled():
-                terminal.write_line(line)
+                if worker:
+                    print(line, file=sys.stderr, flush=True)
+                elif terminal:
+                    terminal.write_line(line)
 
     return write
 
 
-def pytest_terminal_summary(terminalreporter):
-    if REPORT:
-        terminalreporter.section("e2e scenario: phases and results")
-        for line in REPORT:
-            terminalreporter.write_line(line)
+@pytest.fixture(scope="module", autouse=True)
+def machine_share(request, report):
+    """Every e2e module shares the machine, but one that needs it to itself (`ssh_stack_gone`: the fleet, whose
+    boxes take a core each) waits until no other holds a share, and holds it alone. Matters on two workers
+    (tests/support/lanes.py); alone, nothing waits."""
+    alone = "ssh_stack_gone" in request.fixturenames
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / ".machine.lock", "a") as lock:
+        started = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if alone and time.monotonic() - started > 1:
+            report(f"[e2e machine] {request.module.__name__} waited {time.monotonic() - started:.0f} s for the machine")
+        yield
 
 
 class SharedStack:
@@ -57,7 +71,10 @@ class SharedStack:
         self._context = None
         self.scenario: Scenario | None = None
 
-    def get(self) -> Scenario:
+    def get(self, module: str) -> Scenario:
+        assert module in lanes.SHARED_STACK_MODULES, (
+            f"{module} uses the shared SSH stack: add it to SHARED_STACK_MODULES in tests/support/lanes.py, so that"
+            " it runs in that stack's lane")
         if self.scenario is None:
             # At the highest verbosity, with diffs: the secrets test reads this output.
             self._context = converged("ssh", "-vvv", "--diff", report=self.report)
@@ -81,9 +98,9 @@ def shared_ssh(report):
 
 
 @pytest.fixture(scope="module")
-def ssh_stack(shared_ssh) -> Scenario:
+def ssh_stack(shared_ssh, request) -> Scenario:
     """The shared SSH stack, converged (once, unless a module before destroyed it)."""
-    return shared_ssh.get()
+    return shared_ssh.get(request.path.name)
 
 
 @pytest.fixture(scope="module")

@@ -63,18 +63,58 @@ def test_each_adapter_has_its_own_call_that_the_tool_parser_parses(demo, name, f
         assert vllm_parse(spec["call_text"]) == [(function, arguments)], "string-only calls parse with vLLM's own parser too"
 
 
+def fake_build(demo, out: Path, adapters: list[str], base_name: str = "a/b") -> None:
+    """What a finished build leaves in DIR, for the reuse checks (no torch)."""
+    norm = {"base_name": base_name, "seed": 0, "format": demo.FORMAT_VERSION}
+    (out / "base").mkdir(parents=True, exist_ok=True)
+    (out / "base" / "config.json").write_text("{}")
+    for name in adapters:
+        (out / "adapters" / name).mkdir(parents=True, exist_ok=True)
+        (out / "adapters" / name / "adapter_config.json").write_text("{}")
+    (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm),
+                                               "adapters": [{"name": n} for n in adapters]}))
+
+
 def test_up_to_date_manifest_is_reused_without_torch(demo, tmp_path, capsys):
     out = tmp_path / "demo"
-    norm = {"adapters": ["weather", "x1"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
-    (out / "base").mkdir(parents=True)
-    (out / "base" / "config.json").write_text("{}")
-    for name in norm["adapters"]:
-        (out / "adapters" / name).mkdir(parents=True)
-        (out / "adapters" / name / "adapter_config.json").write_text("{}")
-    (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm)}))
+    fake_build(demo, out, ["weather", "x1", "email"])
     assert demo.main(["--out", str(out), "--adapters", "weather,x1", "--base-name", "a/b"]) == 0
-    assert "demo model up to date" in capsys.readouterr().out
-    assert demo.inputs_hash(SCRIPT, norm) != demo.inputs_hash(SCRIPT, {**norm, "adapters": ["weather"]})
+    assert "demo model up to date" in capsys.readouterr().out, "a build of more adapters serves fewer"
+    assert demo.held_adapters(out, demo.inputs_hash(SCRIPT, {"base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION})) \
+        == ["weather", "x1", "email"]
+    # Another base name or seed is another build; an adapter whose folder is gone is not held.
+    other = {"base_name": "c/d", "seed": 0, "format": demo.FORMAT_VERSION}
+    assert demo.held_adapters(out, demo.inputs_hash(SCRIPT, other)) == []
+    (out / "adapters" / "x1" / "adapter_config.json").unlink()
+    assert demo.held_adapters(out, demo.inputs_hash(SCRIPT, {**other, "base_name": "a/b"})) == ["weather", "email"]
+
+
+def test_an_adapter_a_build_lacks_is_added_on_its_base_and_the_others_stay(demo, tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    fake_build(demo, out, ["weather", "sql"])
+    calls = []
+    monkeypatch.setattr(demo, "start_build", lambda out, seed: (out / ".build-1").mkdir() or out / ".build-1")
+    monkeypatch.setattr(demo, "load_lora", lambda script: "lora")
+    monkeypatch.setattr(demo, "add", lambda a, names, *rest: calls.append(("add", names)) or 0)
+    monkeypatch.setattr(demo, "build", lambda a, names, *rest: calls.append(("build", names)) or 0)
+    assert demo.main(["--out", str(out), "--adapters", "sql,news,weather,mail", "--base-name", "a/b"]) == 0
+    assert demo.main(["--out", str(out), "--adapters", "sql", "--base-name", "c/d"]) == 0
+    assert demo.main(["--out", str(out), "--adapters", "sql", "--base-name", "a/b", "--force"]) == 0
+    assert calls == [("add", ["news", "mail"]), ("build", ["sql"]), ("build", ["sql"])]
+
+
+def test_an_added_adapter_lands_beside_the_others_and_demo_json_lists_them_all(demo, tmp_path):
+    out = tmp_path / "demo"
+    fake_build(demo, out, ["weather", "sql"])
+    (out / "adapters" / "weather" / "weights").write_text("kept")
+    tmp = out / ".build-1"
+    (tmp / "adapters" / "news").mkdir(parents=True)
+    (tmp / "adapters" / "news" / "adapter_config.json").write_text("{}")
+    entries = json.loads((out / "demo.json").read_text())["adapters"] + [{"name": "news"}]
+    demo.install(out, tmp, {"inputs_hash": "h", "adapters": entries}, ["adapters/news"])
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == ["news", "sql", "weather"]
+    assert (out / "adapters" / "weather" / "weights").read_text() == "kept"
+    assert [e["name"] for e in json.loads((out / "demo.json").read_text())["adapters"]] == ["weather", "sql", "news"]
 
 
 @pytest.mark.parametrize("names", ["bad name", "a,a", "-x", "a_b,a-b"])
@@ -90,7 +130,6 @@ def test_a_second_build_into_the_same_folder_waits_for_the_first_and_reuses_it(d
     import threading
 
     out = tmp_path / "demo"
-    norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
     out.mkdir()
     result = {}
     with open(out / ".build.lock", "a") as held:
@@ -101,11 +140,7 @@ def test_a_second_build_into_the_same_folder_waits_for_the_first_and_reuses_it(d
         waiting.join(0.5)
         assert waiting.is_alive(), "the second build must wait for the lock"
         # the first build finishes: its result is complete
-        (out / "base").mkdir()
-        (out / "base" / "config.json").write_text("{}")
-        (out / "adapters" / "weather").mkdir(parents=True)
-        (out / "adapters" / "weather" / "adapter_config.json").write_text("{}")
-        (out / "demo.json").write_text(json.dumps({"inputs_hash": demo.inputs_hash(SCRIPT, norm)}))
+        fake_build(demo, out, ["weather"])
     waiting.join(10)
     assert result == {"code": 0}
 
@@ -137,7 +172,7 @@ def test_the_builder_needs_the_shared_files_beside_it(demo, tmp_path, capsys):
     for name in demo.SHARED_FILES:
         shutil.copy(DEMO_FILES[name], alone / name)
     assert module.find_lora(alone / SCRIPT.name) == alone / "lora.py"
-    norm = {"adapters": ["weather"], "base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
+    norm = {"base_name": "a/b", "seed": 0, "format": demo.FORMAT_VERSION}
     before = module.inputs_hash(alone / SCRIPT.name, norm)
     assert before == demo.inputs_hash(SCRIPT, norm), "the same files give the same hash wherever they are"
     (alone / "lora.py").write_text(DEMO_TRAINER.read_text() + "\n# changed\n")

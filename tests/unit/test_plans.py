@@ -212,3 +212,32 @@ def test_preflight_refuses_a_cpu_the_engine_does_not_have():
     (problem,) = cpuset_problems("2-5,9", 4)
     assert problem.startswith("vllm_cpuset='2-5,9' names CPU 4, 5, 9, but the Docker engine has 4 CPUs (0-3")
     assert "leave it empty" in problem
+
+
+def test_a_demo_build_serves_every_box_that_declares_some_of_its_adapters(local_data, tmp_path):
+    # The marker lists what the build holds, so a box declaring a subset (the fleet's boxes share a models root)
+    # builds nothing, and one declaring another adapter builds it with those already there: none is lost.
+    from lorafleet.deploy.facts import says_and_lists
+    from lorafleet.deploy.models import plan as models_plan
+
+    s = build_settings({**local_data, "models_root": str(tmp_path)}, SECRETS)
+    built = stack.demo_adapter_names(s)
+    assert built == ["weather", "sql", "email", "alarm"]
+    for name in built:
+        (tmp_path / "lorafleet-demo" / "adapters" / name).mkdir(parents=True)
+    subprocess.run(["bash", "-c", models_plan.demo_marker_command(s)], check=True)
+    lines = (tmp_path / "lorafleet-demo" / layout.INPUTS_MARKER).read_text().splitlines()
+    assert not (tmp_path / "lorafleet-demo" / (layout.INPUTS_MARKER + layout.STAGING_SUFFIX)).exists()
+    wanted = stack.demo_inputs_hash(s)
+    assert says_and_lists(lines, wanted, built) and says_and_lists(lines, wanted, ["weather", "alarm"])
+    assert not says_and_lists(lines, wanted, ["weather", "news"]), "an adapter the build lacks is built"
+    assert not says_and_lists(lines, "another-builder-or-image", ["weather"])
+    assert not says_and_lists([wanted], wanted, ["weather"]) and not says_and_lists([], wanted, [])
+    # The hash leaves the declared names out: a box with fewer adapters has the same build (and base identity).
+    fewer = build_settings({**local_data, "models_root": str(tmp_path),
+                            "adapters": [{"name": "weather", "demo": True}]}, SECRETS)
+    assert stack.demo_inputs_hash(fewer) == wanted
+    assert stack.base_model_identity(fewer) == stack.base_model_identity(s)
+    more = build_settings({**local_data, "adapters": [{"name": "news", "demo": True}]}, SECRETS)
+    command = models_plan.demo_build_command(more, keep=lines[1:])
+    assert "--adapters news,alarm,email,sql,weather " in command, command

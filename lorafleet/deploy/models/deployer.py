@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pyinfra import host
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from lorafleet.deploy import hub, layout, stack
 from lorafleet.deploy.engine import SAME_PATHS, EngineView
-from lorafleet.deploy.facts import marker_is
+from lorafleet.deploy.facts import marker_is, says_and_lists
 from lorafleet.deploy.models import plan as models_plan
 from lorafleet.deploy.ops import live, shipped
 from lorafleet.deploy.settings import Settings
@@ -26,5 +28,9 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
         p = stack.paths(s)
         for name, source in layout.DEMO_FILES.items():
             files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_builder_dir}/{name}")
-        if not marker_is(f"{s.demo_dir}/{layout.INPUTS_MARKER}", stack.demo_inputs_hash(s)):
-            server.shell(name="Build the demo model and adapters", commands=[live(models_plan.demo_build_command(s, engine))])
+        marker = host.get_fact(FileContents, path=f"{s.demo_dir}/{layout.INPUTS_MARKER}")
+        if not says_and_lists(marker, stack.demo_inputs_hash(s), stack.demo_adapter_names(s)):
+            # The same inputs but another adapter declared: the build keeps those it holds (another box's).
+            held = [line.strip() for line in marker[1:]] if says_and_lists(marker, stack.demo_inputs_hash(s), ()) else []
+            server.shell(name="Build the demo model and adapters",
+                         commands=[live(models_plan.demo_build_command(s, engine, keep=held))])
