@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import runpy
+import time
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,15 @@ def pytest_testnodedown(node, error):
 _SECONDS: dict[str, float] = {}
 
 
+_STARTED = time.monotonic()
+_LANES: dict[str, tuple[int, float]] = {}  # on two workers: each lane's tests so far, and when its last one ended
+
+
 def pytest_runtest_logreport(report):
     _SECONDS[report.nodeid] = _SECONDS.get(report.nodeid, 0.0) + report.duration
+    if hasattr(report, "node") and report.when == "teardown":  # a worker's (pytest-xdist), as it arrives
+        lane = lanes.lane(report.nodeid)
+        _LANES[lane] = (_LANES.get(lane, (0, 0.0))[0] + 1, time.monotonic() - _STARTED)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -105,6 +113,10 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("time per module (setup, tests and teardown)")
     for module, times in sorted(modules.items(), key=lambda kv: -sum(kv[1])):
         terminalreporter.write_line(f"{sum(times):8.1f} s  {len(times):4d} tests  {module}")
+    if _LANES:
+        terminalreporter.section("the lanes, one worker each (tests/support/lanes.py)")
+        for lane, (tests, ended) in sorted(_LANES.items(), key=lambda kv: kv[1][1]):
+            terminalreporter.write_line(f"{ended:8.1f} s  {tests:4d} tests  {lane}: its last test ended")
     terminalreporter.section("the five slowest tests (setup, call and teardown together)")
     for nodeid, seconds in sorted(_SECONDS.items(), key=lambda kv: -kv[1])[:5]:
         terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")
