@@ -72,9 +72,9 @@ def demo_inputs_hash(s: Settings) -> str:
 
     The builder makes the base and each adapter from its own files, the seed and (an adapter) its own name
     only, so a build holding more adapters than declared serves a box as well: the build's marker lists the
-    adapters it holds (demo_adapters_built), and the names stay out of this hash. Adding a demo adapter then
-    changes neither the base's identity (no restart) nor the other adapters' versions (no reload).
-    """
+    adapters it holds (models/plan.py's demo_marker_command), and the names stay out of this hash. Adding a
+    demo adapter then changes neither the base's identity (no restart) nor the other adapters' versions (no
+    reload)."""
     return sha256_hex(*(shipped_bytes(path) for path in layout.DEMO_FILES.values()), serving_image(s))
 
 

@@ -17,7 +17,8 @@ def demo_build_command(s: Settings, engine: EngineView = SAME_PATHS, keep: Seque
     `keep`: adapters the build in place holds beyond those declared, built again with them so that none is lost.
     """
     p = paths(s)
-    names = [*demo_adapter_names(s), *(n for n in keep if n not in demo_adapter_names(s))]
+    declared = demo_adapter_names(s)
+    names = [*declared, *(n for n in keep if n not in declared)]
     build = shlex.join([
         "docker", "run", "--rm", "--network", "none", "-v", engine.bind(s.models_root), "-v", engine.bind(p.demo_builder_dir, "/demo", "ro"),
         "--entrypoint", "python3", serving_image(s), "/demo/build_demo_model.py", "--out", s.demo_dir,
