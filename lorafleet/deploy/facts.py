@@ -283,8 +283,7 @@ class ManagedFolders(FactBase):
 
 def marker_is(path: str, expected: str) -> bool:
     """Whether a marker file lorafleet wrote (layout's *_MARKER) says `expected` on its first line."""
-    lines = host.get_fact(FileContents, path=path)
-    return bool(lines) and lines[0].strip() == expected
+    return says_and_lists(host.get_fact(FileContents, path=path), expected, ())
 
 
 def says_and_lists(lines: list[str] | None, expected: str, names: Iterable[str]) -> bool:

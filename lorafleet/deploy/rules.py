@@ -36,6 +36,15 @@ CPUSET = re.compile(r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+# Storage roots the deploy writes into: never these (nor anything below the second set).
+SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
+                  "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
+SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+                       "/var/lib/docker", "/var/log", "/var/spool", "/var/mail")
+# Folders that hold someone's secrets, wherever they are (~/.ssh, /root/.gnupg, ...): never a storage root.
+SECRET_FOLDERS = (".ssh", ".gnupg", ".aws", ".kube", ".docker", ".password-store")
+
+
 def cpuset_ranges(cpuset: str) -> list[tuple[int, int]]:
     """The (first, last) CPU of each part of a CPUSET: [(0, 0), (2, 3)] for "0,2-3"."""
     return [(int(low), int(high or low)) for low, _, high in (part.partition("-") for part in cpuset.split(","))]
@@ -44,11 +53,3 @@ def cpuset_ranges(cpuset: str) -> list[tuple[int, int]]:
 def cpuset_cpus(cpuset: str) -> list[int]:
     """The CPUs a CPUSET names, e.g. [0, 2, 3] for "0,2-3"."""
     return [cpu for low, high in cpuset_ranges(cpuset) for cpu in range(low, high + 1)]
-
-# Storage roots the deploy writes into: never these (nor anything below the second set).
-SYSTEM_FOLDERS = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/usr",
-                  "/var", "/tmp", "/home", "/mnt", "/opt", "/srv", "/media", "/var/lib", "/var/lib/docker"}
-SYSTEM_FOLDERS_DEEP = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
-                       "/var/lib/docker", "/var/log", "/var/spool", "/var/mail")
-# Folders that hold someone's secrets, wherever they are (~/.ssh, /root/.gnupg, ...): never a storage root.
-SECRET_FOLDERS = (".ssh", ".gnupg", ".aws", ".kube", ".docker", ".password-store")

@@ -72,9 +72,7 @@ class SharedStack:
         self.scenario: Scenario | None = None
 
     def get(self, module: str) -> Scenario:
-        assert module in lanes.SHARED_STACK_MODULES, (
-            f"{module} uses the shared SSH stack: add it to SHARED_STACK_MODULES in tests/support/lanes.py, so that"
-            " it runs in that stack's lane")
+        lanes.check_shared_stack_user(module)
         if self.scenario is None:
             # At the highest verbosity, with diffs: the secrets test reads this output.
             self._context = converged("ssh", "-vvv", "--diff", report=self.report)

@@ -29,6 +29,14 @@ E2E = "tests/e2e/"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def check_shared_stack_user(module: str) -> None:
+    """A module that asks for the shared SSH stack must be in its lane: else the other worker would start a
+    second one beside it."""
+    if module not in SHARED_STACK_MODULES:
+        raise AssertionError(f"{module} uses the shared SSH stack: add it to SHARED_STACK_MODULES in "
+                             "tests/support/lanes.py, so that it runs in that stack's lane")
+
+
 def lane(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     if path.startswith(E2E) and Path(path).name in SHARED_STACK_MODULES:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.support import lanes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,8 +18,14 @@ def test_every_module_that_names_a_shared_stack_fixture_is_in_its_lane():
     naming = {name for name, text in modules.items() if any(re.search(rf"\b{f}\b", text) for f in SHARED_FIXTURES)}
     assert naming <= lanes.SHARED_STACK_MODULES, naming - lanes.SHARED_STACK_MODULES
     assert lanes.SHARED_STACK_MODULES <= set(modules), lanes.SHARED_STACK_MODULES - set(modules)
-    # The scenario module asks for it by name at run time (request.getfixturevalue): listed all the same.
-    assert "test_1_scenario.py" in lanes.SHARED_STACK_MODULES - naming
+
+
+def test_a_module_that_asks_for_the_shared_stack_outside_its_lane_fails_naming_the_list():
+    # The scenario module asks for the stack at run time (request.getfixturevalue), which no reading of the
+    # source finds: the shared stack itself checks each module that asks (tests/e2e/conftest.py).
+    lanes.check_shared_stack_user("test_1_scenario.py")
+    with pytest.raises(AssertionError, match="add it to SHARED_STACK_MODULES in tests/support/lanes.py"):
+        lanes.check_shared_stack_user("test_8_docker_desktop.py")
 
 
 def test_the_shared_stack_modules_share_a_lane_and_everything_else_the_other():

@@ -28,9 +28,9 @@ def ensure_base(s: Settings, engine: EngineView = SAME_PATHS) -> None:
         p = stack.paths(s)
         for name, source in layout.DEMO_FILES.items():
             files.put(name=f"Upload the demo builder's {name}", src=shipped(source), dest=f"{p.demo_builder_dir}/{name}")
-        marker = host.get_fact(FileContents, path=f"{s.demo_dir}/{layout.INPUTS_MARKER}")
-        if not says_and_lists(marker, stack.demo_inputs_hash(s), stack.demo_adapter_names(s)):
+        marker, inputs = host.get_fact(FileContents, path=f"{s.demo_dir}/{layout.INPUTS_MARKER}"), stack.demo_inputs_hash(s)
+        if not says_and_lists(marker, inputs, stack.demo_adapter_names(s)):
             # The same inputs but another adapter declared: the build keeps those it holds (another box's).
-            held = [line.strip() for line in marker[1:]] if says_and_lists(marker, stack.demo_inputs_hash(s), ()) else []
+            held = [line.strip() for line in marker[1:]] if says_and_lists(marker, inputs, ()) else []
             server.shell(name="Build the demo model and adapters",
                          commands=[live(models_plan.demo_build_command(s, engine, keep=held))])
